@@ -1,0 +1,1 @@
+"""Headrace: a self-hosted Google Cloud Dataflow service."""

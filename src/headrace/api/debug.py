@@ -1,0 +1,3 @@
+"""debug: handlers to come."""
+
+HANDLERS: dict = {}

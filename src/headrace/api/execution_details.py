@@ -1,0 +1,3 @@
+"""execution_details: handlers to come."""
+
+HANDLERS: dict = {}

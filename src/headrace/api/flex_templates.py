@@ -1,0 +1,3 @@
+"""flexTemplates.launch: 501 UNIMPLEMENTED until the templates issue lands."""
+
+HANDLERS: dict = {}

@@ -1,0 +1,3 @@
+"""metrics: handlers to come."""
+
+HANDLERS: dict = {}

@@ -1,0 +1,3 @@
+"""snapshots: handlers to come."""
+
+HANDLERS: dict = {}

@@ -1,0 +1,3 @@
+"""work_items: handlers to come."""
+
+HANDLERS: dict = {}

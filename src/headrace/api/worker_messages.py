@@ -1,0 +1,3 @@
+"""worker_messages: handlers to come."""
+
+HANDLERS: dict = {}

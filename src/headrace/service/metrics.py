@@ -1,0 +1,16 @@
+"""jobs.getMetrics and the metric store fed by work-item reports (to be filled in)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from headrace.config import Config
+from headrace.service.jobs import Jobs
+from headrace.store import Store
+
+
+@dataclass
+class Metrics:
+    config: Config
+    store: Store
+    jobs: Jobs

@@ -1,0 +1,35 @@
+"""Schema migrations, applied in order at start-up; `schema_version` records the last one.
+
+Each migration is a function of a connection, run in one transaction with the version bump.
+Add new ones at the end; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Integer, MetaData, Table, select
+from sqlalchemy.engine import Connection, Engine
+
+from headrace.store import schema
+
+_version_meta = MetaData()
+schema_version = Table("schema_version", _version_meta, Column("version", Integer, nullable=False))
+
+
+def _v1_initial(conn: Connection) -> None:
+    schema.metadata.create_all(conn)
+
+
+MIGRATIONS = [_v1_initial]
+
+
+def migrate(engine: Engine) -> int:
+    with engine.begin() as conn:
+        _version_meta.create_all(conn)
+        current = conn.execute(select(schema_version.c.version)).scalar()
+        if current is None:
+            conn.execute(schema_version.insert().values(version=0))
+            current = 0
+        for number, step in enumerate(MIGRATIONS[current:], start=current + 1):
+            step(conn)
+            conn.execute(schema_version.update().values(version=number))
+        return len(MIGRATIONS)
