@@ -1,3 +1,11 @@
-"""sql.validate (declared in the discovery overlay): 501 UNIMPLEMENTED until the SQL issue lands."""
+"""sql.validate (declared in the discovery overlay: newer documents dropped it)."""
 
-HANDLERS: dict = {}
+from headrace.api.call import Call
+from headrace.service import sql
+
+
+def validate(call: Call) -> dict:
+    return sql.validate(call.get("query"))
+
+
+HANDLERS = {"sql.validate": validate}
