@@ -40,6 +40,10 @@ def _bad(path: str, value: Any, expected: str) -> ApiError:
     return invalid(f"Invalid value{_where(path)} ({expected}), {shown}"[:500])
 
 
+class KeepEmpty(list):
+    """A response list that stays in the body even when empty (e.g. JobMetrics.metrics)."""
+
+
 class Codec:
     def __init__(self, discovery: Discovery):
         self.discovery = discovery
@@ -170,12 +174,14 @@ class Codec:
 
     @staticmethod
     def clean(value: Any) -> Any:
-        """Drop empty values the way proto3 JSON does (None, empty lists and maps)."""
+        """Drop empty values the way proto3 JSON does (None, empty lists and maps), except a
+        `KeepEmpty` list, which a handler uses where clients expect the key even when empty."""
         if isinstance(value, dict):
             out = {}
             for k, v in value.items():
+                keep = isinstance(v, KeepEmpty)
                 v = Codec.clean(v)
-                if v is None or v == [] or v == {}:
+                if v is None or not keep and (v == [] or v == {}):
                     continue
                 out[k] = v
             return out
