@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from headrace.api.discovery import load as load_discovery
 from headrace.api.http import V1b3, error_response, json_response
+from headrace.api.openapi import build as build_openapi
 from headrace.config import Config
 from headrace.errors import ApiError
 from headrace.service import Services
@@ -26,12 +27,21 @@ def create_app(config: Config) -> Starlette:
     store = Store(config.store_url)
     services = Services(config, store)
     api = V1b3(load_discovery(), services)
+    openapi = build_openapi(load_discovery())
 
     async def healthz(_request: Request) -> Response:
         return json_response({"status": "ok"})
 
+    async def openapi_json(_request: Request) -> Response:
+        return json_response(openapi)
+
     async def not_found(request: Request, _exc) -> Response:
         return error_response(ApiError("NOT_FOUND", f"The requested URL {request.url.path} was not found on this server."))
+
+    async def not_allowed(request: Request, exc) -> Response:
+        response = error_response(ApiError("UNIMPLEMENTED", f"Method {request.method} is not allowed on {request.url.path}.", code=405))
+        response.headers.update(getattr(exc, "headers", None) or {})
+        return response
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -48,9 +58,11 @@ def create_app(config: Config) -> Starlette:
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
-            Route("/v1b3/{path:path}", api.handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            Route("/openapi.json", openapi_json),
+            Route("/v1b3/{path:path}", api.handle,
+                  methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
         ],
-        exception_handlers={404: not_found, 405: not_found},
+        exception_handlers={404: not_found, 405: not_allowed},
         lifespan=lifespan,
     )
     app.state.services = services

@@ -3,11 +3,14 @@
 Requests are normalised so the service sees one canonical form: lowerCamelCase keys
 (snake_case accepted), enum names (numbers accepted), int64 as strings (numbers accepted),
 timestamps as RFC3339 UTC with microseconds. A field the schema does not declare is
-rejected with INVALID_ARGUMENT naming it, as Google's front end does.
+rejected with INVALID_ARGUMENT naming it, as Google's front end does. docs/wire.md lists
+every rule and the choices made where Dataflow's own behaviour is unknown.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import re
 from typing import Any
@@ -17,13 +20,21 @@ from headrace.api.discovery import Discovery, Method
 from headrace.api.enums import is_enum_number, numbering
 from headrace.errors import ApiError, invalid
 
-# Standard query parameters every Google API accepts (plus GAPIC's `$alt`).
+# Standard query parameters every Google API accepts (plus GAPIC's `$alt`); all but `alt`
+# are accepted and ignored (see docs/wire.md).
 SYSTEM_PARAMS = {"$alt", "alt", "$.xgafv", "access_token", "callback", "fields", "key",
                  "oauth_token", "prettyPrint", "quotaUser", "uploadType", "upload_protocol"}
 
+# protobuf's JSON parser stops at 100 levels; so do we, for typed and free-form values alike.
+MAX_DEPTH = 100
 _INT64 = {"int64", "uint64"}
-_DURATION = re.compile(r"^-?\d+(\.\d{1,9})?s$")
-_MAX_DEPTH = 64
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_DURATION = re.compile(r"(-?[0-9]{1,12})(\.[0-9]{1,9})?s")
+_MAX_DURATION = 315_576_000_000  # seconds in 10,000 years: protobuf Duration's range
+_MAX_FLOAT32 = 3.4028234663852886e38
+_EXACT_FLOAT = 2**53  # larger JSON numbers lost precision before we saw them
+_RANGES = {"int32": (-2**31, 2**31), "uint32": (0, 2**32), "int64": (-2**63, 2**63), "uint64": (0, 2**64)}
 
 
 def _camel(name: str) -> str:
@@ -31,13 +42,42 @@ def _camel(name: str) -> str:
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
 
-def _where(path: str) -> str:
-    return f" at '{path}'" if path else ""
+def field_error(field: str, message: str) -> ApiError:
+    """INVALID_ARGUMENT with the google.rpc.BadRequest detail clients use to point at a field."""
+    return ApiError("INVALID_ARGUMENT", message[:1000], details=[{
+        "@type": "type.googleapis.com/google.rpc.BadRequest",
+        "fieldViolations": [{"field": field, "description": message[:1000]}]}])
 
 
-def _bad(path: str, value: Any, expected: str) -> ApiError:
-    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-    return invalid(f"Invalid value{_where(path)} ({expected}), {shown}"[:500])
+def _bad(path: str, value: Any, expected: str, hint: str = "") -> ApiError:
+    shown = repr(value)[:80] if not isinstance(value, (dict, list)) else type(value).__name__
+    where = f" at '{path}'" if path else ""
+    return field_error(path, f"Invalid value{where} ({expected}), {shown}{hint}")
+
+
+def check_shape(value: Any) -> None:
+    """Reject nesting deeper than MAX_DEPTH and NUL characters anywhere, before any schema walk:
+    free-form values (`any`) are stored as they came, so their shape is checked here."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)) and depth > MAX_DEPTH:
+            raise invalid(f"Invalid JSON payload received. Nesting deeper than {MAX_DEPTH} levels.")
+        if isinstance(item, dict):
+            for key, child in item.items():
+                _no_nul(key)
+                stack.append((child, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            _no_nul(item)
+
+
+def _no_nul(text: str, name: str = "") -> None:
+    # Valid in proto3, but PostgreSQL text cannot hold it: refused on every store alike.
+    if "\x00" in text:
+        raise invalid(f"Invalid {'value of ' + repr(name) if name else 'JSON payload received'}: "
+                      "text must not contain the NUL character (U+0000).")
 
 
 class KeepEmpty(list):
@@ -52,27 +92,27 @@ class Codec:
 
     def decode_body(self, value: Any, schema_name: str) -> dict:
         if not isinstance(value, dict):
-            raise invalid(f"Invalid JSON payload received. Expected an object for {schema_name}, got {type(value).__name__}.")
-        return self._value(value, {"$ref": schema_name}, "", 0)
+            raise invalid(f"Invalid JSON payload received. Expected an object for {schema_name}, "
+                          f"got {type(value).__name__}.")
+        check_shape(value)
+        return self._value(value, {"$ref": schema_name}, "")
 
-    def _value(self, value: Any, schema: dict, path: str, depth: int) -> Any:
-        if depth > _MAX_DEPTH:
-            raise invalid(f"Invalid JSON payload received. Nesting deeper than {_MAX_DEPTH} levels{_where(path)}.")
+    def _value(self, value: Any, schema: dict, path: str) -> Any:
         if "$ref" in schema:
             schema = self.discovery.schema(schema["$ref"])
         kind = schema.get("type")
         if kind == "any" or kind is None and "properties" not in schema:
             return value
         if kind == "object":
-            return self._object(value, schema, path, depth)
+            return self._object(value, schema, path)
         if kind == "array":
             if not isinstance(value, list):
                 raise _bad(path, value, "list")
             item = schema.get("items", {})
-            return [self._value(v, item, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
-        return self._scalar(value, schema, path)
+            return [self._value(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+        return _scalar(value, schema, path)
 
-    def _object(self, value: Any, schema: dict, path: str, depth: int) -> dict:
+    def _object(self, value: Any, schema: dict, path: str) -> dict:
         if not isinstance(value, dict):
             raise _bad(path, value, "object")
         props = schema.get("properties")
@@ -84,91 +124,56 @@ class Codec:
             if props is not None:
                 name = key if key in props else _camel(key)
                 if name in props:
-                    out[name] = self._value(item, props[name], f"{path}.{name}" if path else name, depth + 1)
+                    out[name] = self._value(item, props[name], f"{path}.{name}" if path else name)
                     continue
             if extra is not None:
-                out[key] = self._value(item, extra, f"{path}[{key!r}]", depth + 1)
+                out[key] = self._value(item, extra, f"{path}[{key!r}]")
                 continue
             if props is None:
                 out[key] = item  # a free-form object
                 continue
-            raise invalid(f'Invalid JSON payload received. Unknown name "{key}"{_where(path)}: Cannot find field.')
+            where = f" at '{path}'" if path else ""
+            raise field_error(f"{path}.{key}" if path else key,
+                              f'Invalid JSON payload received. Unknown name "{key}"{where}: Cannot find field.')
         return out
-
-    def _scalar(self, value: Any, schema: dict, path: str) -> Any:
-        kind, fmt = schema.get("type"), schema.get("format")
-        if "enum" in schema:
-            return self._enum(value, tuple(schema["enum"]), path)
-        if kind == "boolean":
-            if isinstance(value, bool):
-                return value
-            raise _bad(path, value, "bool")
-        if kind == "integer" or fmt in _INT64:
-            number = _integer(value)
-            if number is None or (fmt in ("uint32", "uint64") and number < 0):
-                raise _bad(path, value, fmt or "integer")
-            limit = 2**63 if fmt in _INT64 else 2**31
-            if not -limit <= number < limit * (2 if fmt in ("uint32", "uint64") else 1):
-                raise _bad(path, value, f"{fmt} out of range")
-            return str(number) if fmt in _INT64 else number
-        if kind == "number":
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return value
-            if value in ("NaN", "Infinity", "-Infinity"):
-                return value
-            if isinstance(value, str):
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
-            raise _bad(path, value, "number")
-        if not isinstance(value, str):
-            raise _bad(path, value, "string")
-        if fmt == "google-datetime":
-            try:
-                return wire.format_time(wire.parse_time(value))
-            except ValueError:
-                raise invalid(f"Invalid value{_where(path)} (timestamp), {value!r}: use RFC 3339, e.g. 2026-01-02T03:04:05Z") from None
-        if fmt == "google-duration" and not _DURATION.match(value):
-            raise invalid(f"Invalid value{_where(path)} (duration), {value!r}: use seconds with an 's' suffix, e.g. \"3.5s\"")
-        return value
-
-    def _enum(self, value: Any, names: tuple[str, ...], path: str) -> str:
-        if isinstance(value, str) and value in names:
-            return value
-        if isinstance(value, str) and value.lstrip("-").isdigit():
-            value = int(value)
-        if is_enum_number(value) and value in numbering(names):
-            return numbering(names)[value]
-        raise invalid(f"Invalid value{_where(path)} ({'enum'}), {value!r}: expected one of {', '.join(names)}"[:1000])
 
     # ---- query and path parameters ------------------------------------------
 
     def decode_params(self, method: Method, path_params: dict[str, str], query: list[tuple[str, str]]) -> dict:
         out: dict[str, Any] = {}
         for name, raw in path_params.items():
+            _no_nul(raw, name)
             out[name] = self._param(raw, method.parameters.get(name, {"type": "string"}), name)
         for name, raw in query:
             if name in SYSTEM_PARAMS:
+                _system_param(name, raw)
                 continue
             spec = method.parameters.get(name)
             if spec is None or spec.get("location") != "query":
-                raise invalid(
+                raise field_error(name,
                     f'Invalid JSON payload received. Unknown name "{name}": Cannot bind query parameter. '
                     f"Field '{name}' could not be found in request message.")
-            out[name] = self._param(raw, spec, name)
+            _no_nul(raw, name)
+            value = self._param(raw, spec, name)
+            if spec.get("repeated"):
+                out.setdefault(name, []).append(value)
+            elif name in out:
+                raise field_error(name, f"Query parameter '{name}' is given more than once; it takes one value.")
+            else:
+                out[name] = value
         return out
 
-    def _param(self, raw: str, spec: dict, name: str) -> Any:
+    @staticmethod
+    def _param(raw: str, spec: dict, name: str) -> Any:
         if spec.get("type") == "boolean":
-            if raw.lower() in ("true", "1"):
+            if raw in ("true", "1"):
                 return True
-            if raw.lower() in ("false", "0"):
+            if raw in ("false", "0"):
                 return False
-            raise _bad(name, raw, "bool")
+            raise _bad(name, raw, "bool", ": use true or false")
         if spec.get("type") == "integer":
-            return self._scalar(raw, spec, name)
-        return self._scalar(raw, {k: v for k, v in spec.items() if k != "type"} | {"type": "string"}, name)
+            return _scalar(raw, spec, name)
+        return _scalar(raw, {k: v for k, v in spec.items() if k != "type"} | {"type": "string"}, name)
 
     # ---- responses ----------------------------------------------------------
 
@@ -188,17 +193,110 @@ class Codec:
         if isinstance(value, list):
             return [Codec.clean(v) for v in value]
         if isinstance(value, float) and not math.isfinite(value):
-            return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            return _special(value)
         return value
 
 
-def _integer(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+def _system_param(name: str, raw: str) -> None:
+    # `$alt=json;enum-encoding=int` (GAPIC) asks for JSON, like `alt=json`; we answer with enum
+    # names, which every proto3 JSON parser reads. Any other format we cannot produce.
+    if name in ("alt", "$alt") and raw.split(";")[0].strip() != "json":
+        raise field_error(name, f"Unsupported {name}={raw[:40]!r}: Headrace answers in JSON only "
+                          "(alt=json).")
+
+
+def _scalar(value: Any, schema: dict, path: str) -> Any:
+    kind, fmt = schema.get("type"), schema.get("format")
+    if "enum" in schema:
+        return _enum(value, tuple(schema["enum"]), path)
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        raise _bad(path, value, "bool")
+    if kind == "integer" or fmt in _INT64:
+        return _int(value, fmt or "int32", path)
+    if kind == "number":
+        return _number(value, fmt, path)
+    if fmt == "google-datetime":
+        return _timestamp(value, path)
+    if not isinstance(value, str):
+        raise _bad(path, value, "string")
+    if fmt == "google-duration":
+        return _duration(value, path)
+    if fmt == "byte":
+        return _bytes(value, path)
+    return value
+
+
+def _int(value: Any, fmt: str, path: str) -> int | str:
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_FLOAT:
+        number = int(value)
+    elif isinstance(value, str) and _INTEGER.fullmatch(value):
+        number = int(value)
+    if number is None:
+        hint = ": send large integers as decimal strings" if isinstance(value, float) else ""
+        raise _bad(path, value, fmt, hint)
+    low, high = _RANGES.get(fmt, _RANGES["int32"])
+    if not low <= number < high:
+        raise _bad(path, value, fmt, f": out of range [{low}, {high - 1}]")
+    return str(number) if fmt in _INT64 else number
+
+
+def _special(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _number(value: Any, fmt: str | None, path: str) -> float | int | str:
+    if value in ("NaN", "Infinity", "-Infinity"):
         return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"-?\d{1,20}", value.strip()):
-        return int(value)
-    return None
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _NUMBER.fullmatch(value):
+        number = float(value)
+    if number is None or (isinstance(number, float) and not math.isfinite(number)):
+        raise _bad(path, value, fmt or "number")
+    if fmt == "float" and abs(number) > _MAX_FLOAT32:
+        raise _bad(path, value, "float", ": out of range for a 32-bit float")
+    return number
+
+
+def _timestamp(value: Any, path: str) -> str:
+    try:
+        moment = wire.parse_time(value) if isinstance(value, str) else None
+    except (ValueError, OverflowError):  # a bad date, or one that leaves years 1-9999 in UTC
+        moment = None
+    if moment is None:
+        raise _bad(path, value, "timestamp", ": use RFC 3339 between years 0001 and 9999, "
+                   "e.g. 2026-01-02T03:04:05Z")
+    # wire.format_time, with the year padded: strftime leaves years before 1000 unpadded.
+    return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S.%fZ")
+
+
+def _duration(value: str, path: str) -> str:
+    m = _DURATION.fullmatch(value)
+    if not m or abs(int(m.group(1))) > _MAX_DURATION:
+        raise _bad(path, value, "duration", f": use seconds with an 's' suffix, e.g. \"3.5s\", "
+                   f"within ±{_MAX_DURATION}s")
+    return value
+
+
+def _bytes(value: str, path: str) -> str:
+    try:  # standard or URL-safe alphabet, padding optional, as proto3 JSON allows
+        base64.b64decode(value.replace("-", "+").replace("_", "/") + "=" * (-len(value) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad(path, value, "bytes", ": use base64") from None
+    return value
+
+
+def _enum(value: Any, names: tuple[str, ...], path: str) -> str:
+    if isinstance(value, str) and value in names:
+        return value
+    if isinstance(value, str) and _INTEGER.fullmatch(value):
+        value = int(value)
+    if is_enum_number(value) and value in numbering(names):
+        return numbering(names)[value]
+    raise _bad(path, value, "enum", f": expected one of {', '.join(names)}")

@@ -18,7 +18,7 @@ from headrace.api.auth import Tokens
 from headrace.api.call import Call
 from headrace.api.codec import Codec
 from headrace.api.discovery import Discovery
-from headrace.api.routing import Router
+from headrace.api.routing import MethodNotAllowed, Router
 from headrace.errors import ApiError, invalid
 from headrace.service import Services
 
@@ -30,7 +30,12 @@ def json_response(payload, status: int = 200) -> Response:
 
 
 def error_response(error: ApiError) -> Response:
-    return json_response(error.envelope(), error.code)
+    response = json_response(error.envelope(), error.code)
+    if isinstance(error, MethodNotAllowed):
+        response.headers["Allow"] = ", ".join(error.allowed)
+    elif error.status == "UNAUTHENTICATED":
+        response.headers["WWW-Authenticate"] = 'Bearer realm="headrace"'
+    return response
 
 
 class V1b3:
@@ -54,18 +59,22 @@ class V1b3:
             self.services.load.leave()
 
     async def _handle(self, request: Request) -> dict:
-        method, path_params = self.router.match(request.method, request.url.path)
-        self.tokens.check(request.headers.get("authorization"), path_params.get("projectId"))
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        method, path_params = self.router.match(request.method, raw_path.decode("utf-8", "replace"))
+        query = list(request.query_params.multi_items())
+        # Auth before anything else about the request is looked at.
+        self.tokens.check(request.headers.get("authorization"), dict(query).get("access_token"),
+                          path_params.get("projectId") or path_params.get("projectsId"))
         raw = await self._read_body(request)
         body = None
         if method.request:
             body = self.codec.decode_body(_parse_json(raw) if raw.strip() else {}, method.request)
-        params = self.codec.decode_params(method, path_params, list(request.query_params.multi_items()))
+        params = self.codec.decode_params(method, path_params, query)
         handler = HANDLERS.get(method.key)
         if handler is None:
             raise ApiError("UNIMPLEMENTED", f"Method {method.id} is not implemented by Headrace yet.")
         result = await run_in_threadpool(handler, Call(method, params, body, self.services))
-        return Codec.clean(result)
+        return Codec.clean(result or {})
 
     async def _read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length", "")
@@ -88,5 +97,6 @@ def _parse_json(raw: bytes):
 
 
 def _too_large(size: int, limit: int) -> ApiError:
-    return ApiError("OUT_OF_RANGE", f"Request body of at least {size} bytes is larger than the "
-                    f"limit of {limit} bytes.", code=413)
+    # gRPC answers an oversized message with RESOURCE_EXHAUSTED; HTTP's code for it is 413.
+    return ApiError("RESOURCE_EXHAUSTED", f"Request body of at least {size} bytes is larger than the "
+                    f"server's limit of {limit} bytes (HEADRACE_MAX_BODY_BYTES).", code=413)

@@ -18,6 +18,15 @@ class Route:
     pattern: re.Pattern
 
 
+class MethodNotAllowed(ApiError):
+    """The path exists under other verbs. grpc-gateway's choice: 405 with UNIMPLEMENTED."""
+
+    def __init__(self, verb: str, path: str, allowed: list[str]):
+        super().__init__("UNIMPLEMENTED", f"Method {verb} is not allowed on {path}; use "
+                         f"{' or '.join(allowed)}.", code=405)
+        self.allowed = allowed
+
+
 def _compile(path: str) -> re.Pattern:
     # A path parameter is one segment and stops at ':' so `jobs/{jobId}:snapshot` works.
     out, pos = [], 0
@@ -33,15 +42,17 @@ class Router:
     def __init__(self, discovery: Discovery):
         self.routes = [Route(m, _compile(m.path)) for m in discovery.methods]
 
-    def match(self, verb: str, path: str) -> tuple[Method, dict[str, str]]:
-        allowed = False
+    def match(self, verb: str, raw_path: str) -> tuple[Method, dict[str, str]]:
+        """Match the path as sent (still percent-encoded), so an encoded '/' or ':' stays
+        inside its parameter, and decode each parameter exactly once."""
+        allowed = []
         for route in self.routes:
-            m = route.pattern.match(path)
+            m = route.pattern.match(raw_path)
             if not m:
                 continue
             if route.method.http_method == verb:
                 return route.method, {k: unquote(v) for k, v in m.groupdict().items()}
-            allowed = True
+            allowed.append(route.method.http_method)
         if allowed:
-            raise ApiError("INVALID_ARGUMENT", f"Method {verb} is not allowed on {path}.", code=405)
-        raise not_found(f"The requested URL {path} was not found on this server.")
+            raise MethodNotAllowed(verb, unquote(raw_path), allowed)
+        raise not_found(f"The requested URL {unquote(raw_path)} was not found on this server.")
