@@ -1,3 +1,10 @@
-"""worker_messages: handlers to come."""
+"""workerMessages: POST .../WorkerMessages (and the project-level alias)."""
 
-HANDLERS: dict = {}
+from headrace.api.call import Call
+
+
+def send(call: Call) -> dict:
+    return call.services.workers.send(call.project, call.location, call.body)
+
+
+HANDLERS = {"workerMessages": send}

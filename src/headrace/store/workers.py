@@ -1,0 +1,97 @@
+"""The worker registry: one row per worker of a job, fed by WorkerMessages, and the CPU and
+memory samples of each worker.
+
+A row's body is the worker's registry view (see docs/workers.md); `state`, `last_seen` and
+`report_interval` are copied out of it so the sweeper finds silent workers with an index
+range scan instead of reading bodies. Other code reads the registry through `get`,
+`list_for_job` and `samples`.
+"""
+
+from __future__ import annotations
+
+import orjson
+from sqlalchemy import and_, bindparam, select
+from sqlalchemy.engine import Connection
+
+from headrace.store.schema import jobs, worker_samples, workers
+
+# States in which a worker is expected to keep reporting.
+ALIVE = ("HEALTHY", "UNHEALTHY")
+
+_update = (workers.update()
+           .where(workers.c.job_id == bindparam("k_job"), workers.c.worker_id == bindparam("k_worker"))
+           .values(state=bindparam("state"), last_seen=bindparam("last_seen"),
+                   report_interval=bindparam("report_interval"), body=bindparam("body")))
+
+
+def _columns(worker: dict) -> dict:
+    return {"state": worker["state"], "last_seen": worker["lastSeen"],
+            "report_interval": worker.get("livenessInterval"), "body": orjson.dumps(worker).decode()}
+
+
+def job_place(conn: Connection, job_id: str) -> tuple[str, str] | None:
+    """(project, location) of a job, without reading its (possibly large) body."""
+    row = conn.execute(select(jobs.c.project_id, jobs.c.location).where(jobs.c.id == job_id)).first()
+    return (row[0], row[1]) if row else None
+
+
+def get(conn: Connection, job_id: str, worker_id: str) -> dict | None:
+    body = conn.execute(select(workers.c.body).where(
+        workers.c.job_id == job_id, workers.c.worker_id == worker_id)).scalar()
+    return orjson.loads(body) if body is not None else None
+
+
+def load(conn: Connection, job_id: str, worker_ids: list[str]) -> dict[str, dict]:
+    """The registry rows of these workers of one job that exist, by worker id."""
+    rows = conn.execute(select(workers.c.body).where(
+        workers.c.job_id == job_id, workers.c.worker_id.in_(worker_ids)))
+    return {w["workerId"]: w for w in map(orjson.loads, rows.scalars())}
+
+
+def list_for_job(conn: Connection, job_id: str) -> list[dict]:
+    """Every worker that ever reported for the job, by worker id."""
+    rows = conn.execute(select(workers.c.body).where(workers.c.job_id == job_id)
+                        .order_by(workers.c.worker_id))
+    return [orjson.loads(b) for b in rows.scalars()]
+
+
+def insert_many(conn: Connection, new: list[dict]) -> None:
+    if new:
+        conn.execute(workers.insert(), [
+            {"job_id": w["jobId"], "worker_id": w["workerId"], **_columns(w)} for w in new])
+
+
+def save_many(conn: Connection, changed: list[dict]) -> None:
+    if changed:
+        conn.execute(_update, [{"k_job": w["jobId"], "k_worker": w["workerId"], **_columns(w)}
+                               for w in changed])
+
+
+def silent(conn: Connection, before: str) -> list[tuple[str, str, str, str, bool]]:
+    """Alive workers that keep a report interval and were last seen before `before`:
+    (job_id, worker_id, last_seen, report_interval, job is terminal)."""
+    rows = conn.execute(
+        select(workers.c.job_id, workers.c.worker_id, workers.c.last_seen, workers.c.report_interval,
+               jobs.c.terminal)
+        .select_from(workers.join(jobs, jobs.c.id == workers.c.job_id))
+        .where(workers.c.state.in_(ALIVE), workers.c.last_seen < before,
+               workers.c.report_interval.is_not(None)))
+    return [tuple(r) for r in rows]
+
+
+def add_samples(conn: Connection, rows: list[dict]) -> None:
+    """Rows of {job_id, worker_id, time, body} where body is one sample (see `samples`)."""
+    if rows:
+        conn.execute(worker_samples.insert(), rows)
+
+
+def samples(conn: Connection, job_id: str, worker_id: str, start: str | None = None,
+            limit: int = 1000) -> list[dict]:
+    """A worker's samples in time order, each {"time", "cpu"|"memory"|"gpu": the reported
+    CPUTime, MemInfo or GPUUsage, "container": name when it is one container's}."""
+    where = [worker_samples.c.job_id == job_id, worker_samples.c.worker_id == worker_id]
+    if start:
+        where.append(worker_samples.c.time >= start)
+    rows = conn.execute(select(worker_samples.c.time, worker_samples.c.body).where(and_(*where))
+                        .order_by(worker_samples.c.time, worker_samples.c.seq).limit(limit))
+    return [orjson.loads(b) | {"time": t} for t, b in rows]
