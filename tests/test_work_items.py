@@ -359,3 +359,30 @@ def test_pool_lease_across_projects_with_configured_limits(tmp_path):
         assert any("a work item has failed 2 times" in t and "pool-1" in t and "pool-4" in t for t in texts)
     finally:
         srv.stop()
+
+
+# ---- metrics ride on reports ------------------------------------------------------------------
+
+
+def test_reported_metrics_count_once_per_report(df, project):
+    job = create_job(df, project)
+    item = lease_one(df, project, "w1", job["id"])
+    rows = {"name": {"origin": "user", "name": "rows", "context": {"step": "s1", "namespace": "ns"}},
+            "kind": "Sum", "scalar": 5}
+    first = report(df, item, "w1", reportIndex=item["initialReportIndex"], metricUpdates=[rows])
+    report(df, item, "w1", reportIndex=item["initialReportIndex"], metricUpdates=[rows])  # a retry
+    second = report(df, item, "w1", reportIndex=first["nextReportIndex"], metricUpdates=[rows])
+    # A request with one refused status applies none of its statuses.
+    bad = {"workerId": "w1", "workItemStatuses": [
+        {"workItemId": item["id"], "reportIndex": second["nextReportIndex"], "metricUpdates": [rows]},
+        {"workItemId": item["id"], "reportIndex": "1"}]}
+    with pytest.raises(HttpError) as err:
+        df.projects().locations().jobs().workItems().reportStatus(
+            projectId=project, location=REGION, jobId=job["id"], body=bad).execute()
+    assert err.value.status_code == 409
+    metrics = df.projects().locations().jobs().getMetrics(projectId=project, location=REGION,
+                                                          jobId=job["id"]).execute()["metrics"]
+    values = {m["scalar"] for m in metrics if m["name"]["name"] == "rows"}
+    assert values == {10}
+    # The refused request left the index where it was.
+    assert report(df, item, "w1", reportIndex=second["nextReportIndex"])["nextReportIndex"]

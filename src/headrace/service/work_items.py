@@ -107,8 +107,7 @@ class WorkItems:
         expected = item["next_report_index"]
         if index != expected:
             raise ApiError("ABORTED", _unexpected_index(item, index, expected, last))
-        if status.get("metricUpdates") or status.get("counterUpdates"):
-            self.metrics.record(conn, job_id, status.get("metricUpdates", []), status.get("counterUpdates", []), now)
+        self.metrics.record(conn, job_id, status.get("metricUpdates", []), status.get("counterUpdates", []), now)
         record = {"worker": worker_id, "index": index, "digest": digest, "progress": _progress(status)}
         if status.get("completed"):
             answer = {"leaseExpireTime": now, "nextReportIndex": str(index + 1),
