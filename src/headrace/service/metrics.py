@@ -31,6 +31,7 @@ KINDS = {"SUM": "Sum", "MAX": "Max", "MIN": "Min", "MEAN": "Mean", "OR": "Or", "
          "SET": "Set", "DISTRIBUTION": "Distribution"}
 VALUES = ("scalar", "distribution", "gauge", "meanSum", "meanCount", "set", "trie", "boundedTrie",
           "internal")
+SET_LISTS = ("integerList", "floatingPointList", "stringList")
 RULES = {"sum", "max", "min", "and", "or", "mean", "set", "distribution"}
 # Unstructured system counters named "<output>-ElementCount" (Dataflow's worker names).
 OUTPUT_COUNTERS = ("ElementCount", "MeanByteCount")
@@ -193,12 +194,11 @@ def _from_counter(counter: dict) -> dict:
         update["meanSum"], update["meanCount"] = mean.get("sum", 0), mean.get("count", 0)
     elif "distribution" in counter:
         dist = counter["distribution"]
-        update["distribution"] = {k: dist[k] for k in ("count", "sum", "min", "max", "sumOfSquares") if k in dist}
+        update["distribution"] = {k: v for k, v in dist.items() if k != "histogram"}
     elif "integerGauge" in counter:
         update["gauge"] = counter["integerGauge"]
-    elif any(f in counter for f in ("integerList", "floatingPointList", "stringList")):
-        elements = next(counter[f] for f in ("integerList", "floatingPointList", "stringList") if f in counter)
-        update["set"] = [_split(e) if isinstance(e, dict) else e for e in elements.get("elements", [])]
+    elif (listed := next((counter[f] for f in SET_LISTS if f in counter), None)) is not None:
+        update["set"] = [_split(e) if isinstance(e, dict) else e for e in listed.get("elements", [])]
     else:
         update |= {f: counter[f] for f in ("boundedTrie", "internal") if f in counter}
     return update
