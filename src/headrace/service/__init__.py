@@ -10,8 +10,10 @@ from headrace.service.load import Load
 from headrace.service.messages import Messages
 from headrace.service.metrics import Metrics
 from headrace.service.snapshots import Snapshots
+from headrace.service.templates import Templates
 from headrace.service.work_items import WorkItems
 from headrace.service.workers import Workers
+from headrace.storage import Storage
 from headrace.store import Store
 
 
@@ -28,6 +30,8 @@ class Services:
         self.workers = Workers(config, store, self.jobs, self.work_items, self.load)
         self.debug = Debug(config, store, self.jobs, self.workers)
         self.snapshots = Snapshots(config, store, self.jobs)
+        self.storage = Storage.for_data_dir(config.data_dir)
+        self.templates = Templates(config, store, self.jobs, self.storage)
 
     def sweep(self) -> None:
         """Periodic upkeep: expired leases, silent workers, finished cancels, snapshot ttl."""
