@@ -196,6 +196,32 @@ def test_undeclared_fields_are_rejected(df, project):
     assert "vmIsBroke" in error_of(err)["message"]
 
 
+def test_concurrent_requests_succeed_or_fail_on_their_own(server, df, project, registry):
+    """Requests that arrive together may share a transaction; a refused one must not take
+    the others down with it, nor leave anything behind."""
+    import httpx
+    from concurrent.futures import ThreadPoolExecutor
+
+    job = create_job(df, project)
+    path = f"/v1b3/projects/{project}/locations/{REGION}/WorkerMessages"
+
+    def post(i: int) -> int:
+        job_id = job["id"] if i % 3 else "2026-01-01_00_00_00-404"
+        body = {"workerMessages": [msg(job_id, f"w-{i}", s, workerHealthReport={"vmIsHealthy": True},
+                                       workerMessageCode={"code": "HARNESS_STARTED"}) for s in range(20)]}
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            r = client.post(path, json=body)
+        assert r.status_code == 200 or "2026-01-01_00_00_00-404" in r.json()["error"]["message"]
+        return r.status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(post, range(24)))
+    assert codes == [404 if i % 3 == 0 else 200 for i in range(24)]
+    assert set(registry.workers(job["id"])) == {f"w-{i}" for i in range(24) if i % 3}
+    started = [t for _, t in job_log(df, project, job["id"]) if t.endswith("harness started")]
+    assert len(started) == 16 * 20
+
+
 # ---- the registry ----------------------------------------------------------------------------
 
 def test_registry_groups_by_worker_and_keeps_the_latest(df, project, registry):

@@ -12,6 +12,8 @@ state change only by a message newer than the one that set the current state.
 
 from __future__ import annotations
 
+import functools
+
 import orjson
 
 from headrace import wire
@@ -26,11 +28,17 @@ READY_EVENT = "SDK_INSTALL_FINISH"  # the last event of a container's start-up
 _RELEASED = "Any work it held was released for retry."
 
 
+@functools.lru_cache(maxsize=256)  # workers repeat the same few intervals
 def _seconds(duration: str | None) -> float:
     try:
         return wire.parse_duration(duration).total_seconds() if duration else 0.0
     except ValueError:
         return 0.0
+
+
+@functools.lru_cache(maxsize=256)
+def _duration(seconds: float) -> str:
+    return wire.format_duration(seconds)
 
 
 def _newer(latest: dict | None, time: str, key: str = "time") -> bool:
@@ -69,11 +77,12 @@ class Ingest:
         if "CONTAINER_ID" in labels:
             worker.setdefault("containers", {})[labels["CONTAINER_ID"]] = labels.get("CONTAINER_TYPE", "")
         out = {}
-        for kind, reply, handle in _KINDS:
-            if kind in msg:
-                answer = handle(self, worker, msg[kind], time)
-                if reply:
-                    out[reply] = answer
+        for field, value in msg.items():
+            kind = _KINDS.get(field)
+            if kind is not None:
+                answer = kind[1](self, worker, value, time)
+                if kind[0]:
+                    out[kind[0]] = answer
         return out
 
     def _register(self, key: tuple[str, str]) -> dict:
@@ -116,8 +125,7 @@ class Ingest:
         # The worker follows what we answer now; until its next report it may also still be
         # on the interval it declared. Silence is judged against the longer of the two.
         worker["assignedReportInterval"] = self.assigned
-        worker["livenessInterval"] = wire.format_duration(
-            max(self.assigned_seconds, _seconds(worker.get("reportInterval"))))
+        worker["livenessInterval"] = _duration(max(self.assigned_seconds, _seconds(worker.get("reportInterval"))))
         name = worker["workerId"]
         if report.get("vmIsBroken"):
             code = report.get("vmBrokenCode")
@@ -223,15 +231,15 @@ class Ingest:
             worker["lastPerWorkerMetrics"] = report | {"time": time}
 
 
-# (WorkerMessage field, WorkerMessageResponse field or None, handler)
-_KINDS = (
-    ("workerHealthReport", "workerHealthReportResponse", Ingest.health),
-    ("workerMessageCode", None, Ingest.code),
-    ("workerMetrics", "workerMetricsResponse", Ingest.metrics),
-    ("workerLifecycleEvent", None, Ingest.lifecycle),
-    ("workerShutdownNotice", "workerShutdownNoticeResponse", Ingest.shutdown),
-    ("workerThreadScalingReport", "workerThreadScalingReportResponse", Ingest.threads),
-    ("streamingScalingReport", "streamingScalingReportResponse", Ingest.streaming),
-    ("dataSamplingReport", None, Ingest.sampling),
-    ("perWorkerMetrics", None, Ingest.per_worker),
-)
+# WorkerMessage field: (WorkerMessageResponse field or None, handler)
+_KINDS = {
+    "workerHealthReport": ("workerHealthReportResponse", Ingest.health),
+    "workerMessageCode": (None, Ingest.code),
+    "workerMetrics": ("workerMetricsResponse", Ingest.metrics),
+    "workerLifecycleEvent": (None, Ingest.lifecycle),
+    "workerShutdownNotice": ("workerShutdownNoticeResponse", Ingest.shutdown),
+    "workerThreadScalingReport": ("workerThreadScalingReportResponse", Ingest.threads),
+    "streamingScalingReport": ("streamingScalingReportResponse", Ingest.streaming),
+    "dataSamplingReport": (None, Ingest.sampling),
+    "perWorkerMetrics": (None, Ingest.per_worker),
+}

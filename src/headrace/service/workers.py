@@ -2,20 +2,22 @@
 
 Workers report health, resource use, lifecycle events, message codes and shutdowns; the
 registry keeps one row per worker of a job (store/workers.py). A request is ingested in one
-write transaction that reads each affected row once (see service/worker_ingest.py), so a
-batch of a hundred messages costs about what one does.
+write transaction that reads and writes each affected row once (service/worker_ingest.py),
+and requests that arrive together share that transaction, so a commit's fsync is paid once
+for all of them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy.engine import Connection
 
 from headrace import wire
 from headrace.config import Config
-from headrace.errors import invalid, not_found
+from headrace.errors import ApiError, invalid, not_found
 from headrace.service.jobs import Jobs, message
 from headrace.service.load import Load
 from headrace.service.work_items import WorkItems
@@ -25,6 +27,19 @@ from headrace.store import messages as message_rows
 from headrace.store import workers as worker_rows
 
 SILENT_INTERVALS = 3  # a worker silent for this many report intervals is lost
+MAX_PLACES = 4096  # jobs whose place is remembered
+
+
+@dataclass
+class _Request:
+    """One WorkerMessages request, waiting for its share of a transaction."""
+    project_id: str
+    location: str
+    keys: list[tuple[str, str]]  # (job id, worker id) of each message
+    messages: list[dict]
+    done: threading.Event = field(default_factory=threading.Event)
+    answer: dict | None = None
+    error: Exception | None = None
 
 
 @dataclass
@@ -34,6 +49,10 @@ class Workers:
     jobs: Jobs
     work_items: WorkItems
     load: Load
+    _queue: list[_Request] = field(default_factory=list, init=False, repr=False)
+    _queue_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    # Where each job is: a job's project and location never change, so found ones are kept.
+    _places: dict[str, tuple[str, str]] = field(default_factory=dict, init=False, repr=False)
 
     def report_interval(self) -> float:
         """Seconds between health reports; a busy service asks for fewer (back-pressure)."""
@@ -44,29 +63,75 @@ class Workers:
 
     def send(self, project_id: str, location: str, body: dict) -> dict:
         messages = body.get("workerMessages", [])
-        keys = [_key(i, m) for i, m in enumerate(messages)]
-        by_job: dict[str, set[str]] = {}
-        for job_id, worker_id in keys:
-            by_job.setdefault(job_id, set()).add(worker_id)
+        request = _Request(project_id, location, [_key(i, m) for i, m in enumerate(messages)], messages)
+        with self._queue_lock:
+            self._queue.append(request)
+        self._commit_queued()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.answer
+
+    def _commit_queued(self) -> None:
+        """Ingest every queued request in one transaction (group commit).
+
+        A commit costs an fsync, longer than ingesting a batch of messages, so requests that
+        arrive while one is being written wait for the write lock and then go in together.
+        Whoever gets the lock takes the whole queue; a request already taken by an earlier
+        holder finds the queue empty and waits for that holder's commit. A request refused
+        (unknown job) writes nothing; a failed commit fails every request in it.
+        """
+        batch: list[_Request] = []
+        try:
+            with self.store.write() as conn:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                if batch:
+                    self._ingest(conn, batch)
+        except Exception as error:  # noqa: BLE001 - rolled back; each waiter raises it
+            for request in batch:
+                request.error = error
+        finally:
+            for request in batch:
+                request.done.set()
+
+    def _ingest(self, conn: Connection, batch: list[_Request]) -> None:
         ingest = Ingest(wire.format_time(wire.now()), self.report_interval(), {})
-        with self.store.write() as conn:
-            for job_id, worker_ids in by_job.items():
-                if worker_rows.job_place(conn, job_id) != (project_id, location):
-                    first = next(i for i, k in enumerate(keys) if k[0] == job_id)
-                    raise not_found(f"Job {job_id}, named by the JOB_ID label of workerMessages[{first}], "
-                                    f"was not found in project {project_id}, location {location}.")
-                for worker_id, row in worker_rows.load(conn, job_id, list(worker_ids)).items():
-                    ingest.workers[(job_id, worker_id)] = row
-            responses = [ingest.apply(key, m) for key, m in zip(keys, messages)]
-            new, changed = ingest.rows()
-            worker_rows.insert_many(conn, new)
-            worker_rows.save_many(conn, changed)
-            worker_rows.add_samples(conn, ingest.samples)
-            for job_id, job_messages in ingest.job_messages.items():
-                message_rows.insert_many(conn, job_id, job_messages)
-            for job_id, worker_id, reason in ingest.releases:
-                self.work_items.release_worker(conn, job_id, worker_id, reason)
-        return {"workerMessageResponses": responses}
+        for request in batch:
+            try:
+                self._load(conn, ingest, request)
+            except ApiError as error:
+                request.error = error
+                continue
+            request.answer = {"workerMessageResponses": [
+                ingest.apply(key, m) for key, m in zip(request.keys, request.messages)]}
+        new, changed = ingest.rows()
+        worker_rows.insert_many(conn, new)
+        worker_rows.save_many(conn, changed)
+        worker_rows.add_samples(conn, ingest.samples)
+        for job_id, job_messages in ingest.job_messages.items():
+            message_rows.insert_many(conn, job_id, job_messages)
+        for job_id, worker_id, reason in ingest.releases:
+            self.work_items.release_worker(conn, job_id, worker_id, reason)
+
+    def _load(self, conn: Connection, ingest: Ingest, request: _Request) -> None:
+        """Check the request's jobs and read the registry rows it needs that the batch has not."""
+        wanted: dict[str, set[str]] = {}
+        for index, (job_id, worker_id) in enumerate(request.keys):
+            if job_id not in self._places:
+                place = worker_rows.job_place(conn, job_id)
+                if place is not None:
+                    if len(self._places) >= MAX_PLACES:
+                        self._places.clear()
+                    self._places[job_id] = place
+            if self._places.get(job_id) != (request.project_id, request.location):
+                raise not_found(f"Job {job_id}, named by the JOB_ID label of workerMessages[{index}], was "
+                                f"not found in project {request.project_id}, location {request.location}.")
+            if (job_id, worker_id) not in ingest.workers:
+                wanted.setdefault(job_id, set()).add(worker_id)
+        for job_id, worker_ids in wanted.items():
+            for worker_id, row in worker_rows.load(conn, job_id, list(worker_ids)).items():
+                ingest.workers[(job_id, worker_id)] = row
 
     # ---- reads ----------------------------------------------------------------------
 
