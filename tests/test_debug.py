@@ -79,13 +79,13 @@ def test_get_config_for_a_known_worker(df, project, check):
 
 def test_get_config_for_an_unknown_worker_or_job_is_404(df, project):
     job_id = setup_job(df, project)
-    for job, worker, words in ((job_id, "w-unknown", "Worker 'w-unknown' is not known to job"),
-                               (job_id, "", "Worker '' is not known to job"),
-                               ("2026-01-01_00_00_00-1", "w-1", "Job 2026-01-01_00_00_00-1")):
+    for job, worker, status, words in ((job_id, "w-unknown", 404, "Worker 'w-unknown' is not known to job"),
+                                       ("2026-01-01_00_00_00-1", "w-1", 404, "Job 2026-01-01_00_00_00-1"),
+                                       (job_id, "", 400, "workerId is required")):
         with pytest.raises(HttpError) as err:
             debug(df).getConfig(projectId=project, location=REGION, jobId=job,
                                 body={"workerId": worker}).execute()
-        assert err.value.status_code == 404
+        assert err.value.status_code == status
         assert words in error_of(err)["message"]
 
 
@@ -143,6 +143,8 @@ def test_capture_errors(df, project):
         (dict(data="not base64!", data_format="ZLIB"), 400, "ZLIB"),
         (dict(data="{", data_format="JSON"), 400, "JSON"),
         (dict(data="x", worker=""), 400, "workerId is required"),
+        (dict(data=base64.b64encode(zlib.compress(b"0" * (33 * 1024 * 1024))).decode(), data_format="ZLIB"),
+         400, "inflates to more than"),
     ]
     for kwargs, status, words in cases:
         with pytest.raises(HttpError) as err:

@@ -29,6 +29,7 @@ CAPTURE_SECONDS = 60.0  # how often a worker sends a capture (times the back-pre
 CONFIG_SECONDS = 600.0  # a config expires unless refreshed (Java workers refresh every 60s)
 KEEP_CAPTURES = 100  # per worker; older ones are dropped as new ones arrive
 SCAN_CAPTURES = 50  # newest captures looked through for each component's stacks
+MAX_CAPTURE_BYTES = 32 * 1024 * 1024  # a ZLIB capture inflated, like the request size limit
 
 # Java worker /threadz: "--- Threads (2): [Thread[a,5,main], Thread[b,5,main]] State: WAITING stack: ---"
 _JAVA = re.compile(r"^--- Threads \((\d+)\): \[(.*)\] State: (\S+) stack: ---$")
@@ -45,9 +46,12 @@ class Debug:
     workers: Workers
 
     def get_config(self, project_id: str, location: str, job_id: str, body: dict) -> dict:
+        worker_id = body.get("workerId")
+        if not worker_id:
+            raise invalid("workerId is required: name the worker (VM hostname) asking for its config.")
         with self.store.read() as conn:
             self.jobs.load(conn, project_id, location, job_id)
-            self.workers.known(conn, job_id, body.get("workerId", ""))
+            self.workers.known(conn, job_id, worker_id)
         factor = self.config.busy_interval_factor if self.workers.load.busy else 1.0
         expire = wire.now().timestamp() + CONFIG_SECONDS
         config = {"capture_frequency_usec": int(CAPTURE_SECONDS * factor * 1e6),
@@ -96,9 +100,13 @@ def _decode(data_format: str, data: str) -> str:
     if data_format != "ZLIB":
         return data
     try:
-        return zlib.decompress(base64.b64decode(data, validate=True)).decode("utf-8", "replace")
+        inflate = zlib.decompressobj()
+        text = inflate.decompress(base64.b64decode(data, validate=True), MAX_CAPTURE_BYTES)
     except (binascii.Error, zlib.error, ValueError) as error:
         raise invalid(f"data is declared ZLIB but is not base64 of zlib-compressed bytes: {error}.") from None
+    if inflate.unconsumed_tail:
+        raise invalid(f"The capture inflates to more than {MAX_CAPTURE_BYTES} bytes; send less.")
+    return text.decode("utf-8", "replace")
 
 
 def _sdks(component: str, time: str, text: str) -> list[dict]:
@@ -109,7 +117,8 @@ def _sdks(component: str, time: str, text: str) -> list[dict]:
         payload = None
     if isinstance(payload, dict) and isinstance(payload.get("sdks"), list):
         return [{"sdkId": str(s.get("sdkId") or component),
-                 "stacks": [_stack(st, time) for st in s.get("stacks", []) if isinstance(st, dict)]}
+                 "stacks": [_stack(st, time) for st in s["stacks"] if isinstance(st, dict)]
+                 if isinstance(s.get("stacks"), list) else []}
                 for s in payload["sdks"] if isinstance(s, dict)]
     if isinstance(payload, dict) and isinstance(payload.get("pages"), list):
         dumps = [p.get("content", "") for p in payload["pages"]

@@ -194,7 +194,8 @@ class Ingest:
 
     def shutdown(self, worker: dict, notice: dict, time: str) -> dict:
         reason = notice.get("reason") or "UNKNOWN"
-        worker["shutdownNotice"] = {"reason": reason, "time": time}
+        if _newer(worker.get("shutdownNotice"), time):
+            worker["shutdownNotice"] = {"reason": reason, "time": time}
         changed = self._set_state(worker, "STOPPED", time, f"SHUTDOWN_NOTICE ({reason})")
         if changed is not None:
             self._release(worker, f"the worker is shutting down ({reason})")

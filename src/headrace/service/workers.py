@@ -137,7 +137,7 @@ class Workers:
 
     def known(self, conn: Connection, job_id: str, worker_id: str) -> dict:
         """The registry row of a worker that has reported for the job, else NOT_FOUND."""
-        worker = worker_rows.get(conn, job_id, worker_id) if worker_id else None
+        worker = worker_rows.get(conn, job_id, worker_id)
         if worker is None:
             raise not_found(f"Worker {worker_id!r} is not known to job {job_id}: a worker becomes known "
                             "when it sends WorkerMessages labelled with the job's JOB_ID and its WORKER_ID.")
