@@ -53,7 +53,8 @@ def start_server(data_dir: Path, *args: str, env: dict | None = None, port: int 
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / f"server-{port}.log"
-    full_env = {**os.environ, "HEADRACE_SWEEP_SECONDS": "0.2", **(env or {})}
+    # No embedded workers unless asked for: most tests lease work items by hand.
+    full_env = {**os.environ, "HEADRACE_SWEEP_SECONDS": "0.2", "HEADRACE_WORKERS": "0", **(env or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "headrace", "serve", "--port", str(port), "--data-dir", str(data_dir), *args],
         env=full_env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
@@ -76,6 +77,12 @@ def server(tmp_path_factory):
     srv = start_server(tmp_path_factory.mktemp("headrace"))
     yield srv
     srv.stop()
+
+
+def start_server_with_workers(data_dir: Path, workers: int = 2, env: dict | None = None,
+                              port: int | None = None) -> Server:
+    """`headrace serve --workers N`: the API with an embedded pool that really runs jobs."""
+    return start_server(data_dir, "--workers", str(workers), env=env, port=port)
 
 
 @pytest.fixture

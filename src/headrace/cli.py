@@ -1,10 +1,13 @@
-"""`headrace serve | ...`: the command line."""
+"""`headrace serve | worker | ...`: the command line."""
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 
 import click
+import uvicorn
 
 from headrace.config import Config
 
@@ -21,15 +24,19 @@ def main() -> None:
 @click.option("--database-url", default=None, help="A SQLAlchemy URL (postgresql://...) instead of SQLite.")
 @click.option("--auth-tokens", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="JSON file {token: [project ids]}; when given, requests need a bearer token.")
-def serve(host, port, data_dir, database_url, auth_tokens) -> None:
-    """Serve the Dataflow v1b3 API."""
-    import uvicorn
-
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Worker processes to start beside the API (default: the number of CPUs; 0 for none).")
+def serve(host, port, data_dir, database_url, auth_tokens, workers) -> None:
+    """Serve the Dataflow v1b3 API, with a pool of workers that run the jobs."""
     from headrace.app import create_app
+    from headrace.worker.pool import Pool
 
     config = Config.from_env(host=host, port=port, data_dir=data_dir, database_url=database_url,
-                             auth_tokens=auth_tokens)
+                             auth_tokens=auth_tokens, workers=workers)
     app = create_app(config)
+    token = _pool_token(config)
+    size = config.workers if config.auth_tokens is None or token else 0
+    pool = Pool(size, _local_endpoint(config), config.data_dir, token)
     shown = "localhost" if config.host in ("127.0.0.1", "localhost") else config.host
     endpoint = f"http://{shown}:{config.port}"
     click.echo(f"Headrace serving the Dataflow v1b3 API at {endpoint} (data in {config.data_dir.resolve()})")
@@ -38,8 +45,74 @@ def serve(host, port, data_dir, database_url, auth_tokens) -> None:
                "credentials=AnonymousCredentials())")
     click.echo(f"  GAPIC:            JobsV1Beta3Client(transport='rest', client_options={{'api_endpoint': '{endpoint}'}}, "
                "credentials=AnonymousCredentials())")
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    if pool.size:
+        click.echo(f"  Workers:          {pool.size} (logs in {pool.logs}); more with "
+                   f"`headrace worker --endpoint {endpoint}`")
+    elif config.workers:
+        click.echo("  Workers:          none started: no token in --auth-tokens is granted \"*\" "
+                   "(workers lease from every project); start them with `headrace worker --token`.")
+    server = _Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning"), pool)
+    pool.start()
+    try:
+        server.run()
+    finally:
+        pool.stop()
 
 
-if __name__ == "__main__":
-    main()
+@main.command()
+@click.option("--endpoint", required=True, help="The Headrace API to take work from, e.g. http://localhost:8080.")
+@click.option("--worker-id", default=None, help="This worker's name in the API (default: host name and process id).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Where work directories and job environments live (default ./.headrace).")
+@click.option("--token", envvar="HEADRACE_WORKER_TOKEN", default=None,
+              help="Bearer token for a server with --auth-tokens; it needs the \"*\" grant.")
+@click.option("--exit-with-parent", is_flag=True, hidden=True, help="Stop when the parent process exits.")
+def worker(endpoint, worker_id, data_dir, token, exit_with_parent) -> None:
+    """Lease work from a Headrace API and run the jobs' pipelines."""
+    from headrace.worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per poll
+    config = Config.from_env(data_dir=data_dir)
+    process = Worker(config, endpoint, worker_id, token)
+    if exit_with_parent:
+        process.exit_with_parent()
+    process.serve()
+
+
+def _local_endpoint(config: Config) -> str:
+    """Where the embedded workers reach the API: loopback when it listens on every interface."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.host, config.host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{config.port}"
+
+
+def _pool_token(config: Config) -> str | None:
+    """With --auth-tokens, the embedded workers use a token granted every project."""
+    if config.auth_tokens is None:
+        return None
+    from headrace.api.auth import ALL, load_grants
+
+    for token, projects in load_grants(config.auth_tokens).items():
+        if ALL in projects or "-" in projects:
+            return token.decode()
+    return None
+
+
+class _Server(uvicorn.Server):
+    """Stops the worker pool before the API, so the workers' shutdown notices still reach it."""
+
+    def __init__(self, config: uvicorn.Config, pool):
+        super().__init__(config)
+        self.pool = pool
+        self.stopping = False
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.stopping or not self.pool.processes:
+            return super().handle_exit(sig, frame)  # a second signal does not wait
+        self.stopping = True
+
+        def stop_pool_then_server():
+            self.pool.stop()
+            super(_Server, self).handle_exit(sig, frame)
+
+        threading.Thread(target=stop_pool_then_server, daemon=True, name="stop-workers").start()

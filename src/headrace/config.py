@@ -25,6 +25,13 @@ class Config:
     busy_requests: int = 64
     busy_interval_factor: float = 4.0
     sweep_seconds: float = 1.0
+    # Workers: how many `headrace serve` starts beside the API (0: none), and their timings.
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    worker_poll_seconds: float = 0.25  # the longest pause between lease polls of an idle worker
+    # The lease a worker asks for. The service asks for a status report every half lease, and
+    # a report is how a worker learns that its job is being cancelled: 6 s stops a cancelled
+    # job within about 3 s, and a killed worker's item is leased again within 6 s.
+    worker_lease_seconds: float = 6.0
     # Pages.
     page_size: int = 50
     max_page_size: int = 1000

@@ -17,6 +17,9 @@ def _item_body(job: dict) -> dict:
     options = env.get("sdkPipelineOptions", {})
     config = {
         "stageId": FIRST_STAGE,
+        # A WorkItem does not say its region, and a worker that leased through the '-'
+        # wildcard needs it to report and to send WorkerMessages.
+        "location": job["location"],
         "jobName": job["name"],
         "jobType": job["type"],
         "pipelineUrl": options.get("options", {}).get("pipelineUrl") or env.get("pipelineUrl"),
