@@ -1,0 +1,104 @@
+"""The local backend: each pipeline runs in an executor process of its own (child.py), the
+leader of a new process group that holds everything the pipeline starts, so cancelling
+kills exactly that group. The executor reports through status.json in the work dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from headrace.execution import CANCELLED, FAILED, STARTING, TERMINAL, Progress, Task
+
+
+@dataclass
+class LocalBackend:
+    env_cache: Path  # where job environments are built and kept, shared by the workers of a machine
+    # SDK worker processes per pipeline; several use several cores (Beam's FnApiRunner splits
+    # each bundle between them).
+    sdk_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    def run(self, task: Task, work_dir: Path) -> "LocalExecution":
+        work_dir = Path(work_dir).resolve()
+        work_dir.mkdir(parents=True, exist_ok=True)
+        spec = asdict(task) | {"env_cache": str(Path(self.env_cache).resolve()),
+                               "sdk_workers": self.sdk_workers, "parent_pid": os.getpid()}
+        (work_dir / "task.json").write_text(json.dumps(spec))
+        with open(work_dir / "executor.log", "ab") as log:
+            process = subprocess.Popen([sys.executable, "-m", "headrace.execution.child", str(work_dir)],
+                                       cwd=work_dir, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        return LocalExecution(work_dir, process)
+
+
+class LocalExecution:
+    def __init__(self, work_dir: Path, process: subprocess.Popen):
+        self.work_dir = work_dir
+        self.process = process
+        self.pgid = process.pid  # start_new_session: the executor leads its own group
+        self.log_path = work_dir / "executor.log"
+        self._cancelled = False
+
+    def _status(self) -> dict:
+        try:
+            return json.loads((self.work_dir / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def progress(self) -> Progress:
+        status = self._status()
+        progress = Progress(state=status.get("state", STARTING), phase=status.get("phase", ""),
+                            fraction=status.get("fraction", 0.0), stages=status.get("stages", []),
+                            error=status.get("error", ""), environment=status.get("environment", {}))
+        if self._cancelled:
+            progress.state, progress.phase = CANCELLED, ""
+        elif progress.state not in TERMINAL and self.process.poll() is not None:
+            # It died without saying why: killed (out of memory, say) or crashed in Beam.
+            progress.state, progress.phase = FAILED, ""
+            progress.error = (f"The pipeline's executor process exited with code {self.process.returncode} "
+                              f"before finishing. Last lines of its log:\n{self._log_tail()}")
+        return progress
+
+    def metrics(self) -> dict:
+        return self._status().get("metrics") or {
+            "counters": [], "distributions": [], "gauges": [], "string_sets": [], "element_counts": []}
+
+    def cancel(self) -> None:
+        if self.process.poll() is None or self._group_alive():
+            self._cancelled = self._cancelled or self.progress().state not in TERMINAL
+            try:
+                os.killpg(self.pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait()
+        # The group's other members are orphans now, reaped by init; wait until they are.
+        deadline = time.monotonic() + 5
+        while self._group_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+
+    def wait(self, timeout: float | None = None) -> Progress:
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        return self.progress()
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
