@@ -4,7 +4,8 @@ The file is JSON, `{"TOKEN": ["project-a", "project-b"], "ADMIN-TOKEN": "*"}`. W
 anyone who can reach the (loopback) interface may call the API. With it, a request needs
 `Authorization: Bearer TOKEN` (or `?access_token=TOKEN`, as Google accepts): none or an
 unknown one is 401 UNAUTHENTICATED, a token used on another project 403 PERMISSION_DENIED.
-Folder and organization resources belong to no project: they need a "*" token.
+Folder and organization resources belong to no project: they need a "*" token. "-", the
+AIP-159 wildcard workers lease with (`projects/-/...`), grants every project like "*".
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from headrace.errors import ApiError
 
 ALL = "*"
+_EVERY_PROJECT = frozenset({ALL, "-"})
 
 
 def _error_info(reason: str) -> list[dict]:
@@ -61,7 +63,7 @@ class Tokens:
             raise ApiError("UNAUTHENTICATED", "Request is missing a valid bearer token: send "
                            "'Authorization: Bearer TOKEN' with a token from the server's --auth-tokens file.",
                            details=_error_info("CREDENTIALS_MISSING" if not token else "ACCESS_TOKEN_INVALID"))
-        if ALL not in projects and (project_id is None or project_id not in projects):
+        if not projects & _EVERY_PROJECT and (project_id is None or project_id not in projects):
             what = f"project {project_id}" if project_id else "this resource (it needs a \"*\" token)"
             raise ApiError("PERMISSION_DENIED", f"The caller does not have permission on {what}: "
                            "its token is not granted it in the server's --auth-tokens file.",

@@ -58,9 +58,21 @@ def schema(spec: dict) -> dict:
     return out
 
 
+def _parameters(method: Method) -> dict[str, dict]:
+    """Path parameters as the (flat) path names them, then the query parameters.
+
+    Where the document's path is `{+name}`, its flat path splits it into segments
+    (`projects/{projectsId}/locations/{locationsId}/...`): those segments are the parameters.
+    """
+    in_path = re.findall(r"\{(\w+)\}", method.path)
+    params = {name: method.parameters.get(name, {"type": "string"}) | {"location": "path"} for name in in_path}
+    params |= {k: v for k, v in method.parameters.items() if v.get("location") == "query"}
+    return params
+
+
 def _operation(method: Method, tag: str) -> dict:
     params = []
-    for name, spec in method.parameters.items():
+    for name, spec in _parameters(method).items():
         param: dict[str, Any] = {"name": name, "in": spec.get("location", "query"),
                                  "required": bool(spec.get("required")) or spec.get("location") == "path"}
         value = schema({k: v for k, v in spec.items() if k not in ("location", "required", "repeated", "pattern")})
