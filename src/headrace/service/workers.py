@@ -88,18 +88,11 @@ class Workers:
         A request refused (unknown job) writes nothing; a failed commit fails every request in it.
         """
         batch: list[_Request] = []
-        import time as _t
-        t0 = _t.perf_counter()
         try:
             with self.store.write() as conn:
-                t1 = _t.perf_counter()
                 with self._queue_lock:
                     batch, self._queue = self._queue, []
                 self._ingest(conn, batch)
-                t2 = _t.perf_counter()
-            t3 = _t.perf_counter()
-            with open("/tmp/hb/groups.log", "a") as f:
-                f.write(f"{len(batch)} {(t1-t0)*1e3:.2f} {(t2-t1)*1e3:.2f} {(t3-t2)*1e3:.2f}\n")
         except Exception as error:  # noqa: BLE001 - rolled back; each waiter raises it
             if not batch:  # the transaction never began: fail what it was for
                 with self._queue_lock:

@@ -18,10 +18,16 @@ from headrace.store.schema import jobs, worker_samples, workers
 # States in which a worker is expected to keep reporting.
 ALIVE = ("HEALTHY", "UNHEALTHY")
 
+# The ingestion path's statements, built once: building a statement costs more than running it.
 _update = (workers.update()
            .where(workers.c.job_id == bindparam("k_job"), workers.c.worker_id == bindparam("k_worker"))
            .values(state=bindparam("state"), last_seen=bindparam("last_seen"),
                    report_interval=bindparam("report_interval"), body=bindparam("body")))
+_insert = workers.insert()
+_insert_samples = worker_samples.insert()
+_place = select(jobs.c.project_id, jobs.c.location).where(jobs.c.id == bindparam("job_id"))
+_load = select(workers.c.body).where(workers.c.job_id == bindparam("job_id"),
+                                     workers.c.worker_id.in_(bindparam("worker_ids", expanding=True)))
 
 
 def _columns(worker: dict) -> dict:
@@ -31,7 +37,7 @@ def _columns(worker: dict) -> dict:
 
 def job_place(conn: Connection, job_id: str) -> tuple[str, str] | None:
     """(project, location) of a job, without reading its (possibly large) body."""
-    row = conn.execute(select(jobs.c.project_id, jobs.c.location).where(jobs.c.id == job_id)).first()
+    row = conn.execute(_place, {"job_id": job_id}).first()
     return (row[0], row[1]) if row else None
 
 
@@ -43,8 +49,7 @@ def get(conn: Connection, job_id: str, worker_id: str) -> dict | None:
 
 def load(conn: Connection, job_id: str, worker_ids: list[str]) -> dict[str, dict]:
     """The registry rows of these workers of one job that exist, by worker id."""
-    rows = conn.execute(select(workers.c.body).where(
-        workers.c.job_id == job_id, workers.c.worker_id.in_(worker_ids)))
+    rows = conn.execute(_load, {"job_id": job_id, "worker_ids": worker_ids})
     return {w["workerId"]: w for w in map(orjson.loads, rows.scalars())}
 
 
@@ -57,7 +62,7 @@ def list_for_job(conn: Connection, job_id: str) -> list[dict]:
 
 def insert_many(conn: Connection, new: list[dict]) -> None:
     if new:
-        conn.execute(workers.insert(), [
+        conn.execute(_insert, [
             {"job_id": w["jobId"], "worker_id": w["workerId"], **_columns(w)} for w in new])
 
 
@@ -82,7 +87,7 @@ def silent(conn: Connection, before: str) -> list[tuple[str, str, str, str, bool
 def add_samples(conn: Connection, rows: list[dict]) -> None:
     """Rows of {job_id, worker_id, time, body} where body is one sample (see `samples`)."""
     if rows:
-        conn.execute(worker_samples.insert(), rows)
+        conn.execute(_insert_samples, rows)
 
 
 def samples(conn: Connection, job_id: str, worker_id: str, start: str | None = None,
