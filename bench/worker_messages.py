@@ -7,8 +7,10 @@ so every acknowledged message is durable. This process is the load: `--connectio
 HTTP/1.1 connections on loopback, each sending its next request as soon as the last is answered
 (a closed loop), from one asyncio loop writing raw requests so the client costs little CPU.
 
-Three phases per round, run side by side so the machine's noise hits them alike:
+Four phases per round, run side by side so the machine's noise hits them alike:
   healthz   GET /healthz: the same uvicorn + Starlette stack answering trivial JSON (the ceiling)
+  jobs.get  GET .../jobs/{id}: a read through the whole v1b3 pipeline (routing, auth, codec, a
+            worker thread, one SELECT), to tell the API's own cost from ingestion's
   single    POST .../WorkerMessages with 1 message
   batch     POST .../WorkerMessages with 100 messages
 Each phase warms up for a second, then is measured for `--seconds`; figures are medians over
@@ -211,6 +213,7 @@ def main() -> None:
 def run_rounds(process: psutil.Process, port: int, fleet: Fleet, args) -> dict[str, list[Phase]]:
     path = f"/v1b3/projects/{PROJECT}/locations/{REGION}/WorkerMessages"
     healthz = _request("GET", "/healthz")
+    get_job = _request("GET", f"/v1b3/projects/{PROJECT}/locations/{REGION}/jobs/{fleet.workers[0].labels['JOB_ID']}")
 
     def worker_messages(n: int):
         def next_request():
@@ -227,6 +230,7 @@ def run_rounds(process: psutil.Process, port: int, fleet: Fleet, args) -> dict[s
 
     phases = {
         "healthz": (lambda: (healthz, None), lambda _m, body: None),
+        "jobs.get": (lambda: (get_job, None), lambda _m, body: None),
         "single": (worker_messages(1), acknowledge_messages),
         "batch": (worker_messages(100), acknowledge_messages),
     }
@@ -258,7 +262,7 @@ def report(results: dict[str, list[Phase]], args) -> None:
           f"{args.seconds:g} s per phase; {psutil.cpu_count()} cores, load average {psutil.getloadavg()[0]:.1f}")
     print(f"{'phase':<10}{'req/s':>9}{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'server CPU':>12}"
           f"{'CPU ms/req':>12}{'client CPU':>12}")
-    per_request = {"healthz": 0, "single": 1, "batch": 100}
+    per_request = {"healthz": 0, "jobs.get": 0, "single": 1, "batch": 100}
     rates = {}
     for name, phases in results.items():
         rate = statistics.median(p.requests / p.seconds for p in phases)
