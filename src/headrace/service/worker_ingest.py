@@ -154,18 +154,15 @@ class Ingest:
         if _newer(worker.get("lastMessageCode"), time):
             worker["lastMessageCode"] = {"code": code.get("code", ""), "time": time}
 
-    def metrics(self, worker: dict, report: dict, time: str, container: str | None = None) -> dict:
-        for kind, field in (("cpu", "cpuTime"), ("memory", "memoryInfo"), ("gpu", "gpuUsage")):
+    def metrics(self, worker: dict, report: dict, time: str) -> dict:
+        # The report is kept whole, one row per message; store.workers.samples splits it.
+        self.samples.append({"job_id": worker["jobId"], "worker_id": worker["workerId"], "time": time,
+                             "body": orjson.dumps(report).decode()})
+        for field, last in (("cpuTime", "lastCpu"), ("memoryInfo", "lastMemory")):
             for sample in report.get(field, ()):
                 at = sample.get("timestamp") or time
-                body = {kind: sample, "container": container} if container else {kind: sample}
-                self.samples.append({"job_id": worker["jobId"], "worker_id": worker["workerId"],
-                                     "time": at, "body": orjson.dumps(body).decode()})
-                last = f"last{kind.capitalize()}"
-                if container is None and _newer(worker.get(last), at, "timestamp"):
-                    worker[last] = sample | {"timestamp": at}
-        for name, sub in report.get("containers", {}).items():
-            self.metrics(worker, sub, time, name)
+                if _newer(worker.get(last), at, "timestamp"):
+                    worker[last] = sample if "timestamp" in sample else sample | {"timestamp": at}
         return {}
 
     def lifecycle(self, worker: dict, event: dict, time: str) -> None:

@@ -147,14 +147,10 @@ class Workers:
 
     @staticmethod
     def _load(conn: Connection, ingest: Ingest, requests: list[_Request]) -> None:
-        """Read the registry rows of every worker the requests name, one query per job."""
-        wanted: dict[str, set[str]] = {}
-        for request in requests:
-            for job_id, worker_id in request.keys:
-                wanted.setdefault(job_id, set()).add(worker_id)
-        for job_id, worker_ids in wanted.items():
-            for worker_id, row in worker_rows.load(conn, job_id, list(worker_ids)).items():
-                ingest.workers[(job_id, worker_id)] = row
+        """Read the registry rows of every worker the requests name, in one query."""
+        keys = list({key for request in requests for key in request.keys})
+        if keys:
+            ingest.workers.update(worker_rows.load(conn, keys))
 
     # ---- reads ----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ range scan instead of reading bodies. Other code reads the registry through `get
 from __future__ import annotations
 
 import orjson
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import and_, bindparam, select, tuple_
 from sqlalchemy.engine import Connection
 
 from headrace.store.schema import jobs, worker_samples, workers
@@ -47,10 +47,10 @@ def get(conn: Connection, job_id: str, worker_id: str) -> dict | None:
     return orjson.loads(body) if body is not None else None
 
 
-def load(conn: Connection, job_id: str, worker_ids: list[str]) -> dict[str, dict]:
-    """The registry rows of these workers of one job that exist, by worker id."""
-    rows = conn.execute(_load, {"job_id": job_id, "worker_ids": worker_ids})
-    return {w["workerId"]: w for w in map(orjson.loads, rows.scalars())}
+def load(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    """The registry rows that exist among these (job id, worker id) keys, in one query."""
+    rows = conn.execute(select(workers.c.body).where(tuple_(workers.c.job_id, workers.c.worker_id).in_(keys)))
+    return {(w["jobId"], w["workerId"]): w for w in map(orjson.loads, rows.scalars())}
 
 
 def list_for_job(conn: Connection, job_id: str) -> list[dict]:
@@ -85,18 +85,31 @@ def silent(conn: Connection, before: str) -> list[tuple[str, str, str, str, bool
 
 
 def add_samples(conn: Connection, rows: list[dict]) -> None:
-    """Rows of {job_id, worker_id, time, body} where body is one sample (see `samples`)."""
+    """Rows of {job_id, worker_id, time, body}: body is one ResourceUtilizationReport as
+    reported (workerMetrics), time the message's."""
     if rows:
-        conn.execute(_insert_samples, rows)
+        conn.execute(worker_samples.insert(), rows)
 
 
 def samples(conn: Connection, job_id: str, worker_id: str, start: str | None = None,
             limit: int = 1000) -> list[dict]:
     """A worker's samples in time order, each {"time", "cpu"|"memory"|"gpu": the reported
-    CPUTime, MemInfo or GPUUsage, "container": name when it is one container's}."""
+    CPUTime, MemInfo or GPUUsage, "container": name when it is one container's}. The time is
+    the sample's timestamp, else its report's. `start` and `limit` count reports (messages),
+    each of which holds one or more samples."""
     where = [worker_samples.c.job_id == job_id, worker_samples.c.worker_id == worker_id]
     if start:
         where.append(worker_samples.c.time >= start)
     rows = conn.execute(select(worker_samples.c.time, worker_samples.c.body).where(and_(*where))
                         .order_by(worker_samples.c.time, worker_samples.c.seq).limit(limit))
-    return [orjson.loads(b) | {"time": t} for t, b in rows]
+    out = [sample for time, body in rows for sample in _split(orjson.loads(body), time, None)]
+    return sorted(out, key=lambda s: s["time"])
+
+
+def _split(report: dict, time: str, container: str | None):
+    for kind, field in (("cpu", "cpuTime"), ("memory", "memoryInfo"), ("gpu", "gpuUsage")):
+        for sample in report.get(field, ()):
+            one = {"time": sample.get("timestamp") or time, kind: sample}
+            yield one | {"container": container} if container else one
+    for name, sub in report.get("containers", {}).items():
+        yield from _split(sub, time, name)
