@@ -154,15 +154,18 @@ class Ingest:
         if _newer(worker.get("lastMessageCode"), time):
             worker["lastMessageCode"] = {"code": code.get("code", ""), "time": time}
 
-    def metrics(self, worker: dict, report: dict, time: str) -> dict:
-        # The report is kept whole, one row per message; store.workers.samples splits it.
-        self.samples.append({"job_id": worker["jobId"], "worker_id": worker["workerId"], "time": time,
-                             "body": orjson.dumps(report).decode()})
-        for field, last in (("cpuTime", "lastCpu"), ("memoryInfo", "lastMemory")):
+    def metrics(self, worker: dict, report: dict, time: str, container: str | None = None) -> dict:
+        job_id, worker_id = worker["jobId"], worker["workerId"]
+        for kind, field, last in _SAMPLES:
             for sample in report.get(field, ()):
                 at = sample.get("timestamp") or time
-                if _newer(worker.get(last), at, "timestamp"):
+                body = {kind: sample, "container": container} if container else {kind: sample}
+                self.samples.append({"job_id": job_id, "worker_id": worker_id, "time": at,
+                                     "body": orjson.dumps(body).decode()})
+                if last and container is None and _newer(worker.get(last), at, "timestamp"):
                     worker[last] = sample if "timestamp" in sample else sample | {"timestamp": at}
+        for name, sub in report.get("containers", {}).items():
+            self.metrics(worker, sub, time, name)
         return {}
 
     def lifecycle(self, worker: dict, event: dict, time: str) -> None:
@@ -228,6 +231,10 @@ class Ingest:
         if _newer(worker.get("lastPerWorkerMetrics"), time):
             worker["lastPerWorkerMetrics"] = report | {"time": time}
 
+
+# Samples of a ResourceUtilizationReport: (kind in store.workers.samples, field, registry field
+# of the latest one).
+_SAMPLES = (("cpu", "cpuTime", "lastCpu"), ("memory", "memoryInfo", "lastMemory"), ("gpu", "gpuUsage", None))
 
 # WorkerMessage field: (WorkerMessageResponse field or None, handler)
 _KINDS = {

@@ -85,8 +85,7 @@ def silent(conn: Connection, before: str) -> list[tuple[str, str, str, str, bool
 
 
 def add_samples(conn: Connection, rows: list[dict]) -> None:
-    """Rows of {job_id, worker_id, time, body}: body is one ResourceUtilizationReport as
-    reported (workerMetrics), time the message's."""
+    """Rows of {job_id, worker_id, time, body} where body is one sample (see `samples`)."""
     if rows:
         conn.execute(worker_samples.insert(), rows)
 
@@ -94,22 +93,10 @@ def add_samples(conn: Connection, rows: list[dict]) -> None:
 def samples(conn: Connection, job_id: str, worker_id: str, start: str | None = None,
             limit: int = 1000) -> list[dict]:
     """A worker's samples in time order, each {"time", "cpu"|"memory"|"gpu": the reported
-    CPUTime, MemInfo or GPUUsage, "container": name when it is one container's}. The time is
-    the sample's timestamp, else its report's. `start` and `limit` count reports (messages),
-    each of which holds one or more samples."""
+    CPUTime, MemInfo or GPUUsage, "container": name when it is one container's}."""
     where = [worker_samples.c.job_id == job_id, worker_samples.c.worker_id == worker_id]
     if start:
         where.append(worker_samples.c.time >= start)
     rows = conn.execute(select(worker_samples.c.time, worker_samples.c.body).where(and_(*where))
                         .order_by(worker_samples.c.time, worker_samples.c.seq).limit(limit))
-    out = [sample for time, body in rows for sample in _split(orjson.loads(body), time, None)]
-    return sorted(out, key=lambda s: s["time"])
-
-
-def _split(report: dict, time: str, container: str | None):
-    for kind, field in (("cpu", "cpuTime"), ("memory", "memoryInfo"), ("gpu", "gpuUsage")):
-        for sample in report.get(field, ()):
-            one = {"time": sample.get("timestamp") or time, kind: sample}
-            yield one | {"container": container} if container else one
-    for name, sub in report.get("containers", {}).items():
-        yield from _split(sub, time, name)
+    return [orjson.loads(b) | {"time": t} for t, b in rows]
