@@ -266,6 +266,16 @@ def test_failing_pipeline_fails_the_job_with_its_traceback(pool, pool_df, projec
     assert any(e.startswith("Workflow failed.") for e in errors)
 
 
+def test_job_without_a_staged_pipeline_fails_with_the_reason(pool, pool_df, project):
+    # Created by hand, not by Beam: there is nothing to run, and the job says so.
+    job = pool_df.projects().locations().jobs().create(projectId=project, location=REGION,
+                                                       body={"name": "no-pipeline"}).execute()
+    assert wait_for_state(pool_df, project, job["id"])["currentState"] == "JOB_STATE_FAILED"
+    errors = [m["messageText"] for m in messages(pool_df, project, job["id"])
+              if m["messageImportance"] == "JOB_MESSAGE_ERROR"]
+    assert any("no pipelineUrl" in e for e in errors), errors
+
+
 def test_result_cancel_stops_the_pipeline_and_its_processes(pool, pool_df, project, tmp_path):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions

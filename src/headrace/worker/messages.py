@@ -55,28 +55,31 @@ class Resources:
     """CPU time and memory of the worker's process tree: itself, the executor, the SDK
     workers and whatever they start (pip, user subprocesses).
 
-    CPU time is kept per process as last seen, so a process that has exited still counts
-    and `totalMs` only grows, as Dataflow's "since start-up" total does."""
+    CPU time is kept per process as last seen, and that of a process that has exited is
+    kept in `exited`, so `totalMs` only grows, as Dataflow's "since start-up" total does."""
 
     def __init__(self):
         self.root = psutil.Process(os.getpid())
-        self.cpu_seconds: dict[tuple[int, float], float] = {}
+        self.cpu_seconds: dict[tuple[int, float], float] = {}  # (pid, create time) -> seconds
+        self.exited = 0.0
         self.gb_ms = 0.0
         self.last: tuple[float, float, float] | None = None  # (monotonic time, cpu seconds, rss bytes)
         self.cores = psutil.cpu_count() or 1
         self.limit = psutil.virtual_memory().total
 
     def sample(self) -> dict:
-        rss = 0
+        rss, seen = 0, {}
         for process in [self.root, *self._children()]:
             try:
                 with process.oneshot():
-                    cpu = process.cpu_times()
-                    self.cpu_seconds[(process.pid, process.create_time())] = cpu.user + cpu.system
+                    times = process.cpu_times()
+                    seen[(process.pid, process.create_time())] = times.user + times.system
                     rss += process.memory_info().rss
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue  # gone between listing and reading: its last reading stays counted
-        now, cpu = time.monotonic(), sum(self.cpu_seconds.values())
+                continue  # gone between listing and reading: its last reading is kept below
+        self.exited += sum(v for k, v in self.cpu_seconds.items() if k not in seen)
+        self.cpu_seconds = seen
+        now, cpu = time.monotonic(), self.exited + sum(seen.values())
         stamp = wire.format_time(wire.now())
         cpu_sample = {"timestamp": stamp, "totalMs": str(int(cpu * 1000))}
         if self.last is not None and now > self.last[0]:
