@@ -7,6 +7,7 @@ hands its environment to LocalBackend, as a worker will."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -241,33 +242,90 @@ def test_cancel_stops_the_pipeline_and_its_processes(server, df, check, project,
     assert pid_gone(sdk_worker)
 
 
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_pipeline_dies_with_the_worker_that_started_it(server, df, check, project, tmp_path, env_cache):
+    """A worker killed with kill -9 cannot cancel; its executor notices and takes its whole
+    process group down, so the work item's next holder does not race a ghost."""
+    import json
+
+    write_input(tmp_path / "words.txt", lines=5)
+    marker = tmp_path / "hanging"
+    job = submit(server, df, check, project, tmp_path, script(tmp_path, MAIN_DOFN),
+                 f"--input={tmp_path / 'words.txt'}", f"--output={tmp_path / 'out' / 'x'}",
+                 f"--hang_marker={marker}")
+    (tmp_path / "environment.json").write_text(json.dumps(job["environment"]))
+    worker = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import json, time
+        from pathlib import Path
+        from headrace.execution import Task
+        from headrace.execution.local import LocalBackend
+        task = Task.from_environment(json.loads(Path({str(tmp_path / 'environment.json')!r}).read_text()))
+        execution = LocalBackend(Path({str(env_cache)!r})).run(task, Path({str(tmp_path / 'work')!r}))
+        print(execution.pgid, flush=True)
+        time.sleep(600)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        pgid = int(worker.stdout.readline())
+        sdk_worker = int(wait_for(lambda: marker.exists() and marker.read_text(), 120, "the DoFn to start"))
+        worker.kill()
+        worker.wait()
+        wait_for(lambda: group_gone(pgid) and pid_gone(sdk_worker), 5, "the executor's process group to die")
+    finally:
+        worker.kill()
+        worker.wait()
+
+
 # ---- failures a person can act on ----------------------------------------------------------
 
-def test_missing_and_corrupt_pipelines_fail_with_a_reason(server, df, check, project, tmp_path, env_cache):
+def test_pipelines_that_cannot_run_fail_with_a_reason(server, df, check, project, tmp_path, env_cache):
     write_input(tmp_path / "words.txt", lines=5)
     job = submit(server, df, check, project, tmp_path, script(tmp_path, MAIN_DOFN),
                  f"--input={tmp_path / 'words.txt'}", f"--output={tmp_path / 'out' / 'x'}")
     staged = Path(job["environment"]["sdkPipelineOptions"]["options"]["pipelineUrl"])
+    original = staged.read_bytes()
+    unhashed = {k: v for k, v in job["environment"]["sdkPipelineOptions"]["options"].items()
+                if k != "pipelineProtoHash"}
+
+    def run(task: Task, name: str):
+        progress = LocalBackend(env_cache).run(task, tmp_path / name).wait(60)
+        assert progress.state == FAILED
+        return progress.error
+
+    # Submitted with another Beam release: its pickled code is not ours to run.
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    other = beam_runner_api_pb2.Pipeline.FromString(original)
+    for env in other.components.environments.values():
+        env.capabilities[:] = [c.replace(":2.77.0", ":2.60.0") for c in env.capabilities]
+        env.payload = env.payload.replace(b":2.77.0", b":2.60.0")
+    (tmp_path / "old.pb").write_bytes(other.SerializeToString())
+    error = run(Task(str(tmp_path / "old.pb"), unhashed), "old-sdk")
+    assert "submitted with Apache Beam 2.60.0" in error and "apache-beam==" in error
+
+    # A pickle library this worker does not have.
+    error = run(Task(str(staged), unhashed | {"pickle_library": "dill"}), "dill")
+    assert "pickle_library=dill" in error and "not installed" in error
 
     staged.write_bytes(b"\x08\x96\x01 this is not a pipeline")
-    _, progress = execute(job, tmp_path / "corrupt", env_cache)
-    assert progress.state == FAILED
-    assert "not the one this job was submitted with" in progress.error  # pipelineProtoHash
-
-    options = {k: v for k, v in job["environment"]["sdkPipelineOptions"]["options"].items()
-               if k != "pipelineProtoHash"}
-    task = Task(str(staged), options, ())
-    progress = LocalBackend(env_cache).run(task, tmp_path / "corrupt2").wait(60)
-    assert progress.state == FAILED and "not a valid Beam pipeline" in progress.error
+    error = run(Task.from_environment(job["environment"]), "overwritten")
+    assert "not the one this job was submitted with" in error  # pipelineProtoHash
+    error = run(Task(str(staged), unhashed), "corrupt")
+    assert "not a valid Beam pipeline" in error
 
     staged.unlink()
-    _, progress = execute(job, tmp_path / "missing", env_cache)
-    assert progress.state == FAILED
-    assert f"Cannot read the staged pipeline {staged}" in progress.error
-
-    job["environment"]["sdkPipelineOptions"]["options"]["pipelineUrl"] = "gs://bucket/staging/pipeline.pb"
-    _, progress = execute(job, tmp_path / "gcs", env_cache)
-    assert progress.state == FAILED and "gs:// staging is not supported" in progress.error
+    error = run(Task.from_environment(job["environment"]), "missing")
+    assert f"Cannot read the staged pipeline {staged}" in error
+    error = run(Task("gs://bucket/staging/pipeline.pb", unhashed), "gcs")
+    assert "gs:// staging is not supported" in error
 
 
 # ---- dependencies --------------------------------------------------------------------------
@@ -338,8 +396,7 @@ def test_requirements_and_extra_packages_install_once_per_content(server, df, ch
     assert first.environment["installed"] is True
     assert read_output(tmp_path / "out" / "r") == expected
 
-    for f in (tmp_path / "out").iterdir():
-        f.unlink()
+    shutil.rmtree(tmp_path / "out")
     _, second = execute(job, tmp_path / "second", env_cache)
     assert second.state == DONE, second.error
     assert second.environment == {"key": first.environment["key"], "installed": False}
@@ -413,13 +470,27 @@ def test_module_shipped_with_setup_file(server, df, check, project, tmp_path, en
 def test_module_next_to_the_script(server, df, check, project, tmp_path, env_cache):
     (tmp_path / "marker_mod.py").write_text(textwrap.dedent(MARK_MODULE))
     words = write_input(tmp_path / "words.txt", lines=10)
+    expected = sorted(f"<{w}>" for w in words)
     job = submit(server, df, check, project, tmp_path, script(tmp_path, SETUP_PIPELINE.format(module="marker_mod")),
-                 f"--input={tmp_path / 'words.txt'}", f"--output={tmp_path / 'out' / 'm'}")
+                 f"--input={tmp_path / 'words.txt'}", f"--output={tmp_path / 'out' / 'm'}",
+                 f"--files_to_stage={tmp_path / 'marker_mod.py'}")
+    task = Task.from_environment(job["environment"])
+    assert "marker_mod.py" in {p["name"] for p in task.packages}
+
+    # Staged with --files_to_stage: imported from the staged files, as on Dataflow.
+    execution = LocalBackend(env_cache).run(task, tmp_path / "staged")
+    assert execution.wait(120).state == DONE, execution.progress().error
+    assert read_output(tmp_path / "out" / "m") == expected
+
     # Not staged: the worker cannot import it, and says how to ship it.
-    _, progress = execute(job, tmp_path / "bare", env_cache)
+    bare = Task(task.pipeline_url, task.options, tuple(p for p in task.packages if p["name"] != "marker_mod.py"))
+    progress = LocalBackend(env_cache).run(bare, tmp_path / "bare").wait(120)
     assert progress.state == FAILED
     assert "No module named 'marker_mod'" in progress.error and "--setup_file" in progress.error
+
     # A worker sharing the submitter's disk is given the script's directory.
-    _, progress = execute(job, tmp_path / "shared", env_cache, python_path=(str(tmp_path),))
+    shutil.rmtree(tmp_path / "out")
+    shared = Task(bare.pipeline_url, bare.options, bare.packages, python_path=(str(tmp_path),))
+    progress = LocalBackend(env_cache).run(shared, tmp_path / "shared").wait(120)
     assert progress.state == DONE, progress.error
-    assert read_output(tmp_path / "out" / "m") == sorted(f"<{w}>" for w in words)
+    assert read_output(tmp_path / "out" / "m") == expected

@@ -18,6 +18,10 @@ STARTING, RUNNING, DONE, FAILED, CANCELLED = "STARTING", "RUNNING", "DONE", "FAI
 TERMINAL = (DONE, FAILED, CANCELLED)
 
 
+class CannotRun(Exception):
+    """The pipeline cannot run here, for a reason its message gives a person to act on."""
+
+
 @dataclass(frozen=True)
 class Task:
     """What a work item carries: the staged pipeline, its options and staged packages."""
@@ -25,8 +29,9 @@ class Task:
     pipeline_url: str  # the staged pipeline.pb: a local path or file:// URL
     options: dict  # the job's environment.sdkPipelineOptions["options"]
     packages: tuple[dict, ...] = ()  # [{"name": staged name, "location": path or URL}]
-    # Directories put on sys.path of the pipeline's processes, after the staged files: for
-    # code next to the submitting script when the worker shares the submitter's disk.
+    # Directories put on the pipeline processes' sys.path (besides the staged files, which
+    # Beam's SDK harness adds): for code next to the submitting script when the worker
+    # shares the submitter's disk.
     python_path: tuple[str, ...] = ()
 
     @classmethod

@@ -18,9 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from headrace.execution import DONE, FAILED, RUNNING, STARTING, staging
-from headrace.execution.environment import InstallError
-from headrace.execution.staging import StagingError
+from headrace.execution import DONE, FAILED, RUNNING, STARTING, CannotRun, staging
 
 IN_ENV = "--in-env"
 MISSING_MODULE = re.compile(r"No module named '([^']+)'")
@@ -33,15 +31,10 @@ class Status:
         self.path = path
         self.data = json.loads(path.read_text()) if path.exists() else {}
         self._lock = threading.Lock()
-        self._last = 0.0
 
-    def write(self, every: float = 0.0, **fields) -> None:
+    def write(self, **fields) -> None:
         with self._lock:
             self.data.update(fields)
-            now = time.monotonic()
-            if every and now - self._last < every:
-                return
-            self._last = now
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.data))
             os.replace(tmp, self.path)
@@ -60,12 +53,13 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def _prepare(task: dict, work_dir: Path, status: Status) -> None:
-    """Stage files and build the job's environment; exec into it when there is one."""
-    from headrace.execution import environment, pipeline
+    """Stage files and build the job's environment; exec into it when there is one. Beam is
+    not imported here: a bad staging fails in a fraction of a second, and a job with an
+    environment imports it once, there."""
+    from headrace.execution import environment
 
     status.write(state=STARTING, phase="staging files")
     data = staging.read_pipeline(task["pipeline_url"], task["options"].get("pipelineProtoHash"))
-    pipeline.parse(data)  # a corrupt pipeline fails now, not after an install
     (work_dir / "pipeline.pb").write_bytes(data)
     staged = staging.fetch_packages(task["packages"], work_dir)
     if not environment.needed(staged):
@@ -88,26 +82,26 @@ def _run(task: dict, work_dir: Path, status: Status) -> None:
     try:
         pickler.set_library(options.get("pickle_library", "default"))
     except ImportError as exc:
-        raise InstallError(f"Cannot load the pickle library the pipeline was submitted with: {exc}") from None
+        raise CannotRun(f"Cannot load the pickle library the pipeline was submitted with: {exc}") from None
     # Where the SDK workers look for the main session and staged files, and the import
     # roots the task adds; the executor itself needs them for custom coders.
     os.environ["SEMI_PERSISTENT_DIRECTORY"] = str(work_dir)
     roots = [str(work_dir / staging.STAGED), *task["python_path"]]
-    os.environ["PYTHONPATH"] = os.pathsep.join([*task["python_path"], os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [*task["python_path"], os.environ.get("PYTHONPATH")]))
     sys.path.extend(r for r in roots if r not in sys.path)
 
     proto = pipeline.parse((work_dir / "pipeline.pb").read_bytes())
     tracker = Tracker(proto)
 
-    def changed(final: bool = False):
-        status.write(every=0 if final else 0.5, fraction=tracker.fraction(), stages=tracker.stages(),
-                     metrics=tracker.metrics())
+    def changed():
+        # Once per finished bundle: a batch pipeline has a few per stage and SDK worker.
+        status.write(fraction=tracker.fraction(), stages=tracker.stages(), metrics=tracker.metrics())
 
     status.write(state=RUNNING, phase="running the pipeline")
     try:
         pipeline.run(proto, options, task["sdk_workers"], tracker, changed)
     finally:
-        changed(final=True)
+        changed()
 
 
 def _explain(error: str) -> str:
@@ -130,14 +124,11 @@ def main(argv: list[str]) -> int:
         if IN_ENV not in argv:
             _prepare(task, work_dir, status)
         _run(task, work_dir, status)
-    except (StagingError, InstallError) as exc:
+    except CannotRun as exc:
         status.write(state=FAILED, phase="", error=str(exc))
         return 1
     except BaseException as exc:  # noqa: BLE001 - whatever the pipeline raised is the job's failure
-        from headrace.execution.pipeline import UnsupportedPipeline
-
-        text = str(exc) if isinstance(exc, UnsupportedPipeline) else _explain(_pipeline_error(exc))
-        status.write(state=FAILED, phase="", error=text)
+        status.write(state=FAILED, phase="", error=_explain(_pipeline_error(exc)))
         return 1
     status.write(state=DONE, phase="")
     return 0

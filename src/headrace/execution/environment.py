@@ -19,9 +19,10 @@ import sysconfig
 import tarfile
 import zipfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
-import apache_beam
+from headrace.execution import CannotRun
 
 REQUIREMENTS = "requirements.txt"
 EXTRA_PACKAGES = "extra_packages.txt"
@@ -31,7 +32,7 @@ READY = ".headrace-ready"
 PIP = ("-m", "pip", "install", "--disable-pip-version-check", "--no-input")
 
 
-class InstallError(Exception):
+class InstallError(CannotRun):
     """The job's dependencies do not install; the message has pip's own words."""
 
 
@@ -67,7 +68,7 @@ def _archive_digest(path: Path) -> bytes:
 
 def cache_key(staged: Path) -> str:
     """Everything pip would install from, plus the interpreter and Beam it installs over."""
-    digest = hashlib.sha256(f"{sys.version}\0{apache_beam.__version__}\0{sys.prefix}".encode())
+    digest = hashlib.sha256(f"{sys.version}\0{version('apache-beam')}\0{sys.prefix}".encode())
     for path in sorted(staged.iterdir()):
         if path.name in (REQUIREMENTS, EXTRA_PACKAGES):
             digest.update(path.name.encode() + b"\0" + path.read_bytes())

@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import threading
+import time
 import traceback
 
 from apache_beam.runners.portability import local_job_service
@@ -60,10 +62,12 @@ def _become_sdk_worker(fd: int) -> None:
         with os.fdopen(fd) as pipe:
             data = pipe.read()
         if data:
-            os.environ.update(json.loads(data))
-            # The harness sends its logs to the runner; the executor's handlers would repeat them.
-            for handler in logging.getLogger().handlers[:]:
-                logging.getLogger().removeHandler(handler)
+            env = json.loads(data)
+            os.environ.update(env)
+            # Log straight to the executor's log, one line per record, rather than through the
+            # runner's logging service, which prints each record as a multi-line proto.
+            logging.basicConfig(force=True, level=logging.INFO,
+                                format=f"%(asctime)s %(levelname)s {env['WORKER_ID']} %(name)s: %(message)s")
             from apache_beam.runners.worker import sdk_worker_main
 
             sdk_worker_main.main([])
@@ -90,7 +94,6 @@ class ForkedSdkWorkerHandler(worker_handlers.GrpcWorkerHandler):
     def start_worker(self) -> None:
         env = {
             "CONTROL_API_SERVICE_DESCRIPTOR": text_format.MessageToString(self.control_api_service_descriptor()),
-            "LOGGING_API_SERVICE_DESCRIPTOR": text_format.MessageToString(self.logging_api_service_descriptor()),
             "PIPELINE_OPTIONS": json_format.MessageToJson(self.provision_info.provision_info.pipeline_options),
             "WORKER_ID": self.worker_id,
         }
@@ -104,6 +107,18 @@ class ForkedSdkWorkerHandler(worker_handlers.GrpcWorkerHandler):
 
     def stop_worker(self) -> None:
         if self._pid is not None:
-            os.waitpid(self._pid, 0)  # the harness exits once the runner closes its control stream
+            _reap(self._pid)
         elif self._cold is not None:
             self._cold.join()
+
+
+def _reap(pid: int, patience: float = 10.0) -> None:
+    """The harness exits once the runner closes its control stream; one that does not (a
+    user thread that never ends, say) must not keep the executor from reporting."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
+            return
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)

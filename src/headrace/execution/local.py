@@ -43,6 +43,7 @@ class LocalExecution:
         self.pgid = process.pid  # start_new_session: the executor leads its own group
         self.log_path = work_dir / "executor.log"
         self._cancelled = False
+        self._swept = False
 
     def _status(self) -> dict:
         try:
@@ -55,9 +56,11 @@ class LocalExecution:
         progress = Progress(state=status.get("state", STARTING), phase=status.get("phase", ""),
                             fraction=status.get("fraction", 0.0), stages=status.get("stages", []),
                             error=status.get("error", ""), environment=status.get("environment", {}))
+        if self.process.poll() is not None:
+            self._sweep()
         if self._cancelled:
             progress.state, progress.phase = CANCELLED, ""
-        elif progress.state not in TERMINAL and self.process.poll() is not None:
+        elif progress.state not in TERMINAL and self.process.returncode is not None:
             # It died without saying why: killed (out of memory, say) or crashed in Beam.
             progress.state, progress.phase = FAILED, ""
             progress.error = (f"The pipeline's executor process exited with code {self.process.returncode} "
@@ -80,6 +83,16 @@ class LocalExecution:
         deadline = time.monotonic() + 5
         while self._group_alive() and time.monotonic() < deadline:
             time.sleep(0.01)
+
+    def _sweep(self) -> None:
+        """Once the executor is gone, whatever user code left behind in its group goes too.
+        The group id cannot be reused while any member lives, so this kills only ours."""
+        if not self._swept:
+            self._swept = True
+            try:
+                os.killpg(self.pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _group_alive(self) -> bool:
         try:

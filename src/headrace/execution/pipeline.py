@@ -16,7 +16,7 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.utils import timestamp
 from google.protobuf import struct_pb2
 
-from headrace.execution import forked
+from headrace.execution import CannotRun, forked
 from headrace.execution.monitoring import Tracker
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -25,8 +25,8 @@ SDK = re.compile(r"beam_python(\d+\.\d+)_sdk:([\w.+-]+)")
 SERVICE_KEYS = ("pipelineUrl", "pipelineProtoHash")
 
 
-class UnsupportedPipeline(Exception):
-    """The pipeline cannot run here; the message says why and what to do."""
+class UnsupportedPipeline(CannotRun):
+    """This Python and Beam cannot run the pipeline; the message says why and what to do."""
 
 
 def parse(data: bytes) -> beam_runner_api_pb2.Pipeline:

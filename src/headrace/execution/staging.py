@@ -8,12 +8,14 @@ import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from headrace.execution import CannotRun
+
 # Beam's SDK harness puts <semi-persistent dir>/staged on sys.path and loads the main
 # session from there (sdk_worker_main); the work dir is that semi-persistent dir.
 STAGED = "staged"
 
 
-class StagingError(Exception):
+class StagingError(CannotRun):
     """A staged file cannot be used; the message says which and why."""
 
 
