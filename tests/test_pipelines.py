@@ -143,9 +143,10 @@ def build_wheel(directory: Path, name: str, version: str, source: str) -> Path:
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    # Two attempts per work item (Dataflow makes four) keep the failing pipeline short.
+    # Two attempts per work item (Dataflow makes four) keep the failing pipelines short, and
+    # the workers' pip stays offline: a job's packages come from what it staged.
     srv = start_server_with_workers(tmp_path_factory.mktemp("pool"), workers=2,
-                                    env={"HEADRACE_MAX_ATTEMPTS": "2"})
+                                    env={"HEADRACE_MAX_ATTEMPTS": "2", "PIP_NO_INDEX": "1"})
     yield srv
     srv.stop()
 
@@ -274,6 +275,7 @@ def test_job_without_a_staged_pipeline_fails_with_the_reason(pool, pool_df, proj
     errors = [m["messageText"] for m in messages(pool_df, project, job["id"])
               if m["messageImportance"] == "JOB_MESSAGE_ERROR"]
     assert any("no pipelineUrl" in e for e in errors), errors
+    assert any(e.endswith(": failed to download the pipeline's staged files") for e in errors), errors
 
 
 def test_result_cancel_stops_the_pipeline_and_its_processes(pool, pool_df, project, tmp_path):
@@ -371,6 +373,20 @@ def test_requirements_file_is_installed_for_the_job(pool, pool_df, project, tmp_
                       env={"PIP_NO_INDEX": "1"})  # offline: pip finds it in the staged cache only
     assert done.returncode == 0, done.stderr[-3000:]
     assert read_output(tmp_path / "out" / "words") == ["llim", "revir"]
+
+
+def test_requirements_that_do_not_install_fail_the_job(pool, pool_df, project, tmp_path):
+    (tmp_path / "requirements.txt").write_text("hrtiny-no-such-package==9.9\n")
+    done = run_script(tmp_path, REQUIREMENTS, str(tmp_path / "out" / "words"),
+                      *beam_args(pool, project, tmp_path, f"--requirements_file={tmp_path / 'requirements.txt'}",
+                                 "--requirements_cache=skip"))
+    assert done.returncode != 0 and "hrtiny-no-such-package" in done.stderr
+    job = only_job(pool_df, project)
+    assert job["currentState"] == "JOB_STATE_FAILED"
+    errors = [m["messageText"] for m in messages(pool_df, project, job["id"])
+              if m["messageImportance"] == "JOB_MESSAGE_ERROR"]
+    assert any("--requirements_file did not install" in e for e in errors), errors
+    assert any(e.endswith(": failed to install the pipeline's packages") for e in errors), errors
 
 
 # ---- a server killed mid-job ------------------------------------------------------------------

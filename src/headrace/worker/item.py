@@ -113,9 +113,10 @@ class ItemRun:
         status = self.status(execution, progress) | {"completed": True}
         if progress.state == FAILED and not stopped:
             status["errors"] = [{"code": UNKNOWN_CODE, "message": progress.error}]
-            if progress.error and STAGING not in self.events:
-                code = "PACKAGE_INSTALL_ERROR" if INSTALLING in self.events else "STAGING_FILES_DOWNLOAD_ERROR"
-                self.send(self.container.code(code))
+            if STAGING not in self.events:
+                self.send(self.container.code("STAGING_FILES_DOWNLOAD_ERROR"))
+            elif INSTALLING in self.events and "installed" not in self.events:
+                self.send(self.container.code("PACKAGE_INSTALL_ERROR"))
         self.send(*self.health_messages())
         self.report(status)
         log.info("Work item %s of job %s: %s", self.item["id"], self.item["jobId"],
