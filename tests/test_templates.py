@@ -151,3 +151,28 @@ def test_paths_escaping_their_bucket_are_refused(df, project, template):
     with pytest.raises(HttpError) as err:
         templates(df).get(projectId=project, location=REGION, gcsPath="gs://bucket/../../headrace.db").execute()
     assert err.value.status_code == 400
+
+
+def test_launched_template_runs_to_done_with_its_parameters(server, project, template, tmp_path):
+    from tests.conftest import discovery_client, start_server_with_workers
+
+    pool = start_server_with_workers(server.data_dir / "template-pool", workers=1)
+    try:
+        (pool.data_dir / "gcs").symlink_to(server.data_dir / "gcs")
+        df = discovery_client(pool.url)
+        out = templates(df).launch(projectId=project, location=REGION, gcsPath=template, body={
+            "jobName": "greet-run", "parameters": {"greeting": "hi", "output": str(tmp_path / "out")}}).execute()
+        jobs = df.projects().locations().jobs()
+        import time
+
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            job = jobs.get(projectId=project, location=REGION, jobId=out["job"]["id"]).execute()
+            if job["currentState"] in ("JOB_STATE_DONE", "JOB_STATE_FAILED"):
+                break
+            time.sleep(0.2)
+        assert job["currentState"] == "JOB_STATE_DONE", job
+        lines = sorted(line for f in tmp_path.glob("out*") for line in f.read_text().splitlines())
+        assert lines == ["hi a", "hi b"]  # the launch parameter reached the ValueProvider
+    finally:
+        pool.stop()

@@ -45,6 +45,7 @@ def create_app(config: Config) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
+        services.flex_templates.recover()
         stop = threading.Event()
         sweeper = threading.Thread(target=_sweep, args=(services, stop), name="headrace-sweeper", daemon=True)
         sweeper.start()
@@ -53,6 +54,7 @@ def create_app(config: Config) -> Starlette:
         finally:
             stop.set()
             sweeper.join(timeout=5)
+            services.flex_templates.close()
             store.close()
 
     app = Starlette(

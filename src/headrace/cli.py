@@ -80,6 +80,44 @@ def worker(endpoint, worker_id, data_dir, token, exit_with_parent) -> None:
     process.serve()
 
 
+
+@main.group("flex-template")
+def flex_template() -> None:
+    """Flex templates built from source (Headrace runs no containers)."""
+
+
+@flex_template.command("build")
+@click.argument("spec_path")
+@click.option("--py-path", "py_paths", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="A directory (or file) of the template's source; repeat for several.")
+@click.option("--env", "env", multiple=True, help="KEY=VALUE for the launcher, e.g. FLEX_TEMPLATE_PYTHON_PY_FILE=main.py.")
+@click.option("--metadata-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="The template's metadata JSON (name, description, parameters).")
+@click.option("--sdk-language", type=click.Choice(["PYTHON", "JAVA", "GO"]), required=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="The server's data dir, where gs:// paths live (default ./.headrace).")
+def flex_template_build(spec_path, py_paths, env, metadata_file, sdk_language, data_dir) -> None:
+    """Pack the template's source into Headrace's storage and write its spec to SPEC_PATH."""
+    import json
+
+    from headrace import flex_template as flex
+    from headrace.errors import ApiError
+    from headrace.storage import Storage
+
+    config = Config.from_env(data_dir=data_dir)
+    pairs = dict(e.split("=", 1) for e in env if "=" in e)
+    bad = [e for e in env if "=" not in e]
+    if bad:
+        raise click.UsageError(f"--env takes KEY=VALUE, not {bad[0]!r}")
+    metadata = json.loads(metadata_file.read_text()) if metadata_file else None
+    try:
+        spec = flex.build(Storage.for_data_dir(config.data_dir), spec_path, list(py_paths), pairs, metadata,
+                          sdk_language)
+    except ApiError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(f"Wrote the flex template spec {spec_path} (source package {spec['image']}).")
+
+
 def _local_endpoint(config: Config) -> str:
     """Where the embedded workers reach the API: loopback when it listens on every interface."""
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.host, config.host)

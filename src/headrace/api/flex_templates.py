@@ -1,3 +1,10 @@
-"""flexTemplates.launch: 501 UNIMPLEMENTED until the templates issue lands."""
+"""flexTemplates.launch."""
 
-HANDLERS: dict = {}
+from headrace.api.call import Call
+
+
+def launch(call: Call) -> dict:
+    return call.services.flex_templates.launch(call.project, call.location, call.body)
+
+
+HANDLERS = {"flexTemplates.launch": launch}

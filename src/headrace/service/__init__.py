@@ -5,6 +5,7 @@ from __future__ import annotations
 from headrace.config import Config
 from headrace.service.debug import Debug
 from headrace.service.execution_details import ExecutionDetails
+from headrace.service.flex_templates import FlexTemplates
 from headrace.service.jobs import Jobs
 from headrace.service.load import Load
 from headrace.service.messages import Messages
@@ -32,6 +33,7 @@ class Services:
         self.snapshots = Snapshots(config, store, self.jobs)
         self.storage = Storage.for_data_dir(config.data_dir)
         self.templates = Templates(config, store, self.jobs, self.storage)
+        self.flex_templates = FlexTemplates(config, store, self.jobs, self.storage, self.templates)
 
     def sweep(self) -> None:
         """Periodic upkeep: expired leases, silent workers, finished cancels, snapshot ttl."""

@@ -122,9 +122,24 @@ class Jobs:
                     f"(Job name) There is already an active job named {name} with id: {existing['id']}. "
                     "If you want to submit a second job, try again by setting a different name."))
             job_rows.insert(conn, job)
-            item_rows.create_for_job(conn, job, now)
+            if initial_state != "JOB_STATE_QUEUED":  # a queued job gets its work when attached
+                item_rows.create_for_job(conn, job, now)
             message_rows.insert_many(conn, job["id"], [message("BASIC", f"Job {job['id']} created.", now)])
         return view(job, view_name)
+
+    def attach(self, job_id: str, built: dict) -> None:
+        """Give a QUEUED job (a flex template launch) the pipeline its launcher built, and its work."""
+        with self.store.write() as conn:
+            job = job_rows.get(conn, job_id)
+            if job is None or job["currentState"] != "JOB_STATE_QUEUED":
+                return  # cancelled (or gone) while the launcher ran: nothing to run
+            for key in ("type", "steps", "stepsLocation", "environment", "pipelineDescription"):
+                if key in built:
+                    job[key] = built[key]
+            now = wire.format_time(wire.now())
+            job["startTime"] = now
+            item_rows.create_for_job(conn, job, now)
+            self.transition(conn, job, "JOB_STATE_PENDING", "The flex template launcher built the job; it is starting.")
 
     def _replace(self, conn: Connection, project_id: str, location: str, old_id: str, new_job: dict) -> None:
         old = self.load(conn, project_id, location, old_id)

@@ -33,7 +33,7 @@ class Templates:
 
     # ---- reading templates -----------------------------------------------------
 
-    def _json(self, url: str, what: str) -> dict:
+    def read_json(self, url: str, what: str) -> dict:
         try:
             data = orjson.loads(self.storage.read_bytes(url))
         except NotFound:
@@ -48,12 +48,12 @@ class Templates:
     def metadata(self, template_path: str) -> dict | None:
         """The template's TemplateMetadata from PATH_metadata, if there is one."""
         url = f"{template_path}_metadata"
-        return self._json(url, "template metadata file") if self.storage.exists(url) else None
+        return self.read_json(url, "template metadata file") if self.storage.exists(url) else None
 
     def get(self, gcs_path: str | None) -> dict:
         if not gcs_path:
             raise invalid("gcsPath is required: the gs:// or local path of the template.")
-        template = self._json(gcs_path, "template file")
+        template = self.read_json(gcs_path, "template file")
         if "image" in template or "containerSpec" in template or "sdkInfo" in template:
             return {"status": {"code": 0}, "templateType": "FLEX", "metadata": template.get("metadata", {}),
                     "runtimeMetadata": {"sdkInfo": template.get("sdkInfo", {}),
@@ -67,7 +67,7 @@ class Templates:
                validate_only: bool) -> dict:
         if not gcs_path:
             raise invalid("gcsPath (or dynamicTemplate.gcsPath) is required: the path of the template to launch.")
-        template = self._json(gcs_path, "template file")
+        template = self.read_json(gcs_path, "template file")
         parameters = params.get("parameters", {})
         validate_parameters(self.metadata(gcs_path), parameters)
         if validate_only:
@@ -75,14 +75,14 @@ class Templates:
         job = self._job_from_template(template, params.get("jobName", ""), parameters, params.get("environment", {}))
         if params.get("transformNameMapping"):
             job["transformNameMapping"] = params["transformNameMapping"]
-        replace = self._active_job_id(project_id, location, job["name"]) if params.get("update") else None
+        replace = self.active_job_id(project_id, location, job["name"]) if params.get("update") else None
         return {"job": self.jobs.create(project_id, location, job, replace_job_id=replace)}
 
     def create(self, project_id: str, location: str, request: dict) -> dict:
         body = {k: request[k] for k in ("jobName", "parameters", "environment") if k in request}
         return self.launch(project_id, location, request.get("gcsPath"), body, validate_only=False)["job"]
 
-    def _active_job_id(self, project_id: str, location: str, name: str) -> str:
+    def active_job_id(self, project_id: str, location: str, name: str) -> str:
         with self.store.read() as conn:
             active = job_rows.active_named(conn, project_id, location, name)
         if active is None:
