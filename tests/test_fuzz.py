@@ -32,8 +32,8 @@ from tests import schemas
 REGION = "us-central1"
 EXAMPLES = 20  # per operation and mode; the file stays well under three minutes on 2 cores
 
-# Cases that fail in code owned by other modules, reported rather than fixed here:
-# {operationId: reason}. Empty means every operation passes.
+# Operations whose fuzzing fails in code owned by other modules, reported rather than fixed
+# here: {operationId: reason}. Empty: every operation passes. Inputs found by hand are below.
 KNOWN_500 = {}
 
 schema = schemathesis.openapi.from_dict(build(load()))
@@ -190,3 +190,40 @@ def test_raw_garbage_never_breaks_a_route(target, method, data):
                                         headers={"content-type": "application/json"})
     assert_well_formed(response, method.response if verb == method.http_method else None,
                        f"{verb} /{path} {query} {body[:300]!r}")
+
+
+# ---- inputs found by hand that still answer 500, in modules this file does not own ------
+
+def _metric_scalar(target, scalar) -> httpx.Response:
+    client, project = target["client"], target["project"]
+    job_id = target["job"]("batch")
+    base = f"/v1b3/projects/{project}/locations/{REGION}/jobs/{job_id}/workItems"
+    item = client.post(f"{base}:lease", json={"workerId": "w", "workItemTypes": ["map_task"],
+                                                "requestedLeaseDuration": "60s"}).json()["workItems"][0]
+    update = {"name": {"name": "m", "origin": "user"}, "kind": "Sum", "scalar": scalar}
+    return client.post(f"{base}:reportStatus", json={"workerId": "w", "workItemStatuses": [
+        {"workItemId": item["id"], "reportIndex": item["initialReportIndex"], "metricUpdates": [update]}]})
+
+
+def _get(target, path, **params) -> httpx.Response:
+    return target["client"].get(f"/v1b3/projects/{target['project']}/locations/{REGION}{path}", params=params)
+
+
+KNOWN_BY_HAND = [
+    pytest.param(lambda t: _metric_scalar(t, {"highBits": "x"}), id="metric-scalar-split-int64-string",
+                 marks=pytest.mark.xfail(raises=AssertionError, reason="service/metrics.py _split: SplitInt64 words of the wrong "
+                                                "type in MetricUpdate.scalar raise TypeError")),
+    pytest.param(lambda t: _metric_scalar(t, {"highBits": 2**40}), id="metric-scalar-split-int64-overflow",
+                 marks=pytest.mark.xfail(raises=AssertionError, reason="service/metrics.py _split: highBits beyond 32 bits make an "
+                                                "integer orjson cannot store")),
+    pytest.param(lambda t: _get(t, "/sql:validate", query="(" * 3000 + "1" + ")" * 3000), id="sql-deep-parens",
+                 marks=pytest.mark.xfail(raises=AssertionError, reason="service/sql.py: sqlglot's RecursionError on deep nesting")),
+    pytest.param(lambda t: _get(t, "/templates:get", gcsPath="gs://b/" + "x" * 5000), id="template-long-path",
+                 marks=pytest.mark.xfail(raises=AssertionError, reason="storage.py read_bytes: OSError ENAMETOOLONG from a long "
+                                                "gcsPath")),
+]
+
+
+@pytest.mark.parametrize("send", KNOWN_BY_HAND)
+def test_inputs_found_by_hand(target, send):
+    assert_well_formed(send(target), None, "a request found by hand")
