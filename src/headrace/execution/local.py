@@ -72,36 +72,26 @@ class LocalExecution:
             "counters": [], "distributions": [], "gauges": [], "string_sets": [], "element_counts": []}
 
     def cancel(self) -> None:
-        if self.process.poll() is None or self._group_alive():
+        if self.process.poll() is None or _running(self.pgid):
             self._cancelled = self._cancelled or self.progress().state not in TERMINAL
             try:
                 os.killpg(self.pgid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self.process.wait()
-        # The group's other members are orphans now, reaped by init; wait until they are.
         deadline = time.monotonic() + 5
-        while self._group_alive() and time.monotonic() < deadline:
+        while _running(self.pgid) and time.monotonic() < deadline:
             time.sleep(0.01)
 
     def _sweep(self) -> None:
         """Once the executor is gone, whatever user code left behind in its group goes too.
-        The group id cannot be reused while any member lives, so this kills only ours."""
+        Done at once: the group id stays ours while any member lives."""
         if not self._swept:
             self._swept = True
             try:
                 os.killpg(self.pgid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-    def _group_alive(self) -> bool:
-        try:
-            os.killpg(self.pgid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
 
     def wait(self, timeout: float | None = None) -> Progress:
         try:
@@ -115,3 +105,26 @@ class LocalExecution:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def _running(pgid: int) -> bool:
+    """Whether a member of the group still runs. Zombies do not count: killed SDK workers are
+    orphans, reaped by init whenever it gets to it (a second or two in some containers)."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # no procfs (macOS): zombies count, init reaps them promptly there
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        state, _ppid, group = stat[stat.rindex(")") + 2:].split()[:3]
+        if int(group) == pgid and state not in ("Z", "X"):
+            return True
+    return False
