@@ -84,7 +84,10 @@ def _create(root: Path) -> Path:
     python = root / "bin" / "python"
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                              check=True, capture_output=True, text=True).stdout.strip()
-    ours = [p for p in [*site.getsitepackages(), sysconfig.get_path("purelib")] if Path(p).is_dir()]
+    ours = [*site.getsitepackages(), sysconfig.get_path("purelib")]
+    if site.ENABLE_USER_SITE:
+        ours.append(site.getusersitepackages())
+    ours = [p for p in ours if Path(p).is_dir()]
     lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in dict.fromkeys(ours))
     (Path(purelib) / "_headrace_worker_site.pth").write_text(lines)
     return python
