@@ -72,8 +72,8 @@ class Storage:
             return path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(url) from None
-        except (IsADirectoryError, PermissionError) as error:
-            raise invalid(f"Cannot read {url}: {error.strerror}.") from None
+        except OSError as error:  # a directory, no permission, a name too long, ...
+            raise invalid(f"Cannot read {url[:300]}: {error.strerror}.") from None
 
     def exists(self, url: str) -> bool:
         try:

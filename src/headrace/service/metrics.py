@@ -140,8 +140,13 @@ def _number(value, label: str, field: str):
 
 
 def _split(value: dict) -> int:
-    """SplitInt64: a signed high word and an unsigned low word."""
-    return (value.get("highBits", 0) << 32) | value.get("lowBits", 0)
+    """SplitInt64: a signed 32-bit high word and an unsigned 32-bit low word."""
+    high, low = value.get("highBits", 0), value.get("lowBits", 0)
+    words_ok = all(isinstance(w, int) and not isinstance(w, bool) for w in (high, low))
+    if not (words_ok and -2**31 <= high < 2**31 and 0 <= low < 2**32):
+        raise invalid(f"A SplitInt64 needs highBits in the int32 range and lowBits in the uint32 range, "
+                      f"got {value!r:.120}.")
+    return (high << 32) | low
 
 
 def _distribution(value, label: str) -> dict:

@@ -28,6 +28,8 @@ def validate(query: str | None) -> dict:
                                 f"[at {first.get('line', 1)}:{first.get('col', 1)}]"}
     except sqlglot.errors.SqlglotError as error:
         return {"errorMessage": f"Syntax error: {error}"}
+    except RecursionError:
+        return {"errorMessage": "Syntax error: the query nests expressions too deeply to parse [at 1:1]"}
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
         return {"errorMessage": "Dataflow SQL accepts exactly one query statement (SELECT ...)."}
     unbounded = False
