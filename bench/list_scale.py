@@ -6,8 +6,9 @@ Three data dirs are seeded side by side, with `--largest`/100, /10 and /1 jobs (
 100k) in one project and region, and ten times as many job messages (10k, 100k, 1M), nearly all
 of them in one busy job. Seeding goes through the store functions the server itself uses
 (store/jobs.py, store/messages.py) into the SQLite file of each data dir, far faster than the API;
-then `headrace serve` starts on each dir in turn and every figure is measured over HTTP on
-loopback, one request at a time (httpx, keep-alive), `--repeat` times each.
+then a `headrace serve` starts on each dir and every figure is measured over HTTP on loopback,
+one request at a time (httpx, keep-alive), `--repeat` times each. The three servers take turns
+request by request, so the machine's noise (2 shared cores) hits every scale alike.
 
 What is seeded looks like a long-lived installation: jobs newest last, each a ~2 KB Dataflow Job
 (environment, a few steps, labels); all finished (DONE, some FAILED or CANCELLED) except 20
@@ -132,111 +133,136 @@ class Scale:
             raise RuntimeError(f"GET {path} {params}: HTTP {response.status_code} {response.text[:300]}")
         return elapsed, response.json()
 
-    def walk(self, path: str, field: str, expected: int) -> tuple[list[float], list[str | None], list[dict]]:
-        """Every page of 1,000: (latencies, the token of each page, the first item of each page)."""
-        latencies, tokens, firsts, token, seen = [], [], [], None, 0
+    def walk(self, path: str, field: str, expected: int, found: dict):
+        """Every page of 1,000, one per step (a generator, so scales can take turns); yields each
+        page's latency and leaves in `found` the token and first item of every page."""
+        token, seen = None, 0
+        found.update(tokens=[], firsts=[])
         while True:
-            tokens.append(token)
+            found["tokens"].append(token)
             elapsed, page = self.get(path, pageSize=1000, **({"pageToken": token} if token else {}))
-            latencies.append(elapsed)
             items = page.get(field, [])
-            firsts.append(items[0])
+            found["firsts"].append(items[0])
             seen += len(items)
+            yield elapsed
             token = page.get("nextPageToken")
             if not token:
                 break
         if seen != expected:
             raise RuntimeError(f"walking {path} returned {seen} {field}, expected {expected}")
-        return latencies, tokens, firsts
 
-    def idle_cpu(self, seconds: float = 3.0) -> float:
-        process = psutil.Process(self.server.process.pid)
-        before = process.cpu_times()
-        time.sleep(seconds)
-        after = process.cpu_times()
-        return (after.user + after.system - before.user - before.system) / seconds
+    def cases(self, jobs: dict, msgs: dict) -> list[tuple]:
+        """(name, path, items field, first item's name or text, item count, query) of each page
+        of 50 to time, placed by the walks' tokens."""
+        n, m = self.n_jobs, self.n_messages + 1  # and the busy job's "created" message, the oldest
+        jt, jf, mt, mf = jobs["tokens"], jobs["firsts"], msgs["tokens"], msgs["firsts"]
+        jh, jl, mh, ml = len(jt) // 2, len(jt) - 1, len(mt) // 2, len(mt) - 1
+        quarter = mf[len(mf) // 4]
+        return [
+            ("jobs first", self.jobs_path, "jobs", f"etl-{n - 1:07d}", PAGE, {}),
+            ("jobs 50%", self.jobs_path, "jobs", jf[jh]["name"], min(PAGE, n - jh * 1000), {"pageToken": jt[jh]}),
+            ("jobs last", self.jobs_path, "jobs", jf[jl]["name"], min(PAGE, n - jl * 1000), {"pageToken": jt[jl]}),
+            ("jobs ACTIVE", self.jobs_path, "jobs", None, RUNNING, {"filter": "ACTIVE"}),
+            ("msgs first", self.msgs_path, "jobMessages", f"Job {self.busy} created.", PAGE, {}),
+            ("msgs 50%", self.msgs_path, "jobMessages", mf[mh]["messageText"], min(PAGE, m - mh * 1000),
+             {"pageToken": mt[mh]}),
+            ("msgs last", self.msgs_path, "jobMessages", mf[ml]["messageText"], min(PAGE, m - ml * 1000),
+             {"pageToken": mt[ml]}),
+            ("msgs >=WARNING", self.msgs_path, "jobMessages", "Message 90: step s0 processed a bundle.", PAGE,
+             {"minimumImportance": "JOB_MESSAGE_WARNING"}),
+            ("msgs window", self.msgs_path, "jobMessages", quarter["messageText"], PAGE,
+             {"startTime": quarter["time"]}),
+        ]
+
+    def page(self, case: tuple) -> float:
+        """Time one page of 50; it must hold the expected items."""
+        name, path, field, first, count, query = case
+        elapsed, page = self.get(path, pageSize=PAGE, **query)
+        items = page.get(field, [])
+        label = (items[0].get("name") or items[0].get("messageText")) if items else None
+        if len(items) != count or (first is not None and label != first):
+            raise RuntimeError(f"{name}: got {len(items)} {field} starting {label!r}, "
+                               f"expected {count} starting {first!r}")
+        return elapsed
 
 
-def measure(scale: Scale, repeat: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-
-    def case(name: str, path: str, field: str, first: str | None, count: int, **params) -> None:
-        """Time a page of 50 `repeat` times; its first item's text must be `first`."""
-        times = []
-        for _ in range(repeat):
-            elapsed, page = scale.get(path, pageSize=PAGE, **params)
-            items = page.get(field, [])
-            label = items[0].get("name") or items[0].get("messageText") if items else None
-            if len(items) != count or (first is not None and label != first):
-                raise RuntimeError(f"{name}: got {len(items)} {field} starting {label!r}, "
-                                   f"expected {count} starting {first!r}")
-            times.append(elapsed)
-        out[name] = times
-
-    n = scale.n_jobs
-    walk, tokens, firsts = scale.walk(scale.jobs_path, "jobs", n)
-    out["jobs walk (1000/page)"] = walk
-    half, last = len(tokens) // 2, len(tokens) - 1
-    case("jobs first", scale.jobs_path, "jobs", f"etl-{n - 1:07d}", PAGE)
-    case("jobs 50%", scale.jobs_path, "jobs", firsts[half]["name"], min(PAGE, n - half * 1000), pageToken=tokens[half])
-    case("jobs last", scale.jobs_path, "jobs", firsts[last]["name"], min(PAGE, n - last * 1000),
-         pageToken=tokens[last])
-    case("jobs ACTIVE", scale.jobs_path, "jobs", None, RUNNING, filter="ACTIVE")
-
-    m = scale.n_messages + 1  # and the busy job's "created" message, the oldest
-    walk, tokens, firsts = scale.walk(scale.msgs_path, "jobMessages", m)
-    out["msgs walk (1000/page)"] = walk
-    half, last = len(tokens) // 2, len(tokens) - 1
-    case("msgs first", scale.msgs_path, "jobMessages", f"Job {scale.busy} created.", PAGE)
-    case("msgs 50%", scale.msgs_path, "jobMessages", firsts[half]["messageText"], min(PAGE, m - half * 1000),
-         pageToken=tokens[half])
-    case("msgs last", scale.msgs_path, "jobMessages", firsts[last]["messageText"],
-         min(PAGE, m - last * 1000), pageToken=tokens[last])
-    case("msgs >=WARNING", scale.msgs_path, "jobMessages", "Message 90: step s0 processed a bundle.", PAGE,
-         minimumImportance="JOB_MESSAGE_WARNING")
-    quarter = firsts[len(firsts) // 4]
-    case("msgs window", scale.msgs_path, "jobMessages", quarter["messageText"], PAGE, startTime=quarter["time"])
+def _take_turns(walks: list) -> list[list[float]]:
+    """Run generators a step each in turn until all are done; each one's yielded values."""
+    out: list[list[float]] = [[] for _ in walks]
+    active = dict(enumerate(walks))
+    while active:
+        for i, walk in list(active.items()):
+            try:
+                out[i].append(next(walk))
+            except StopIteration:
+                del active[i]
     return out
+
+
+def measure(scales: list[Scale], repeat: int) -> dict[str, list[list[float]]]:
+    """Latencies of each case at each scale; scales take turns request by request, so the
+    machine's noise hits them alike."""
+    jobs, msgs = [{} for _ in scales], [{} for _ in scales]
+    out = {"jobs walk (1000/page)": _take_turns([s.walk(s.jobs_path, "jobs", s.n_jobs, f)
+                                                 for s, f in zip(scales, jobs)]),
+           "msgs walk (1000/page)": _take_turns([s.walk(s.msgs_path, "jobMessages", s.n_messages + 1, f)
+                                                 for s, f in zip(scales, msgs)])}
+    plans = [s.cases(j, m) for s, j, m in zip(scales, jobs, msgs)]
+    for index, (name, *_rest) in enumerate(plans[0]):
+        out[name] = [[] for _ in scales]
+        for _ in range(repeat):
+            for k, (scale, plan) in enumerate(zip(scales, plans)):
+                out[name][k].append(scale.page(plan[index]))
+    return out
+
+
+def idle_cpu(scales: list[Scale], seconds: float = 3.0) -> list[float]:
+    """Each idle server's CPU use (its sweeper runs every second), over the same seconds."""
+    processes = [psutil.Process(s.server.process.pid) for s in scales]
+    before = [p.cpu_times() for p in processes]
+    time.sleep(seconds)
+    return [(a.user + a.system - b.user - b.system) / seconds
+            for a, b in zip((p.cpu_times() for p in processes), before)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--largest", type=int, default=100_000, help="jobs at the largest scale")
-    parser.add_argument("--repeat", type=int, default=40, help="requests per case")
+    parser.add_argument("--repeat", type=int, default=40, help="requests per case and scale")
     args = parser.parse_args()
     if args.largest < 10_000:
         parser.error("--largest must be at least 10000, so that the smallest scale fills several pages")
     sizes = [(args.largest // f, 10 * args.largest // f) for f in (100, 10, 1)]
 
-    results: dict[str, dict] = {}
-    idle: list[float] = []
     with tempfile.TemporaryDirectory(prefix="headrace-bench-") as tmp:
+        seeded = []
         for n_jobs, n_messages in sizes:
             data_dir = Path(tmp) / f"jobs-{n_jobs}"
             began = time.perf_counter()
-            busy = seed(data_dir, n_jobs, n_messages)
+            seeded.append((data_dir, n_jobs, n_messages, seed(data_dir, n_jobs, n_messages)))
             print(f"seeded {n_jobs} jobs and {n_messages + n_jobs} messages in "
                   f"{time.perf_counter() - began:.0f} s", flush=True)
-            scale = Scale(data_dir, n_jobs, n_messages, busy)
-            try:
-                results[f"{n_jobs}/{n_messages}"] = measure(scale, args.repeat)
-                idle.append(scale.idle_cpu())
-            finally:
+        scales: list[Scale] = []
+        try:
+            for data_dir, n_jobs, n_messages, busy in seeded:
+                scales.append(Scale(data_dir, n_jobs, n_messages, busy))
+            results = measure(scales, args.repeat)
+            idle = idle_cpu(scales)
+        finally:
+            for scale in scales:
                 scale.close()
-    report(results, idle, args)
+    report([f"{n}/{m}" for n, m in sizes], results, idle, args)
 
 
-def report(results: dict[str, dict], idle: list[float], args) -> None:
-    print(f"\nmedian page latency in ms (p90 in brackets), {args.repeat} requests per case, pages of {PAGE}; "
-          f"{psutil.cpu_count()} cores, load average {psutil.getloadavg()[0]:.1f}")
-    scales = list(results)
-    print(f"{'jobs/messages':<22}" + "".join(f"{s:>20}" for s in scales) + f"{'largest/smallest':>18}")
-    for case in results[scales[0]]:
-        medians = [statistics.median(results[s][case]) for s in scales]
-        cells = "".join(f"{m * 1e3:>11.2f} ({_p90(results[s][case]) * 1e3:>6.2f})" for m, s in zip(medians, scales))
+def report(names: list[str], results: dict[str, list[list[float]]], idle: list[float], args) -> None:
+    print(f"\nmedian page latency in ms (p90 in brackets), {args.repeat} requests per case and scale, pages of "
+          f"{PAGE}; {psutil.cpu_count()} cores, load average {psutil.getloadavg()[0]:.1f}")
+    print(f"{'jobs/messages':<22}" + "".join(f"{s:>20}" for s in names) + f"{'largest/smallest':>18}")
+    for case, per_scale in results.items():
+        medians = [statistics.median(times) for times in per_scale]
+        cells = "".join(f"{m * 1e3:>11.2f} ({_p90(t) * 1e3:>6.2f})" for m, t in zip(medians, per_scale))
         ratio = medians[-1] / medians[0]
-        verdict = "flat" if ratio <= FLAT else "GROWS"
-        print(f"{case:<22}{cells}{ratio:>12.2f} {verdict}")
+        print(f"{case:<22}{cells}{ratio:>12.2f} {'flat' if ratio <= FLAT else 'GROWS'}")
     print(f"{'server idle CPU':<22}" + "".join(f"{c:>19.1%} " for c in idle))
 
 
