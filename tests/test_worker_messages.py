@@ -364,12 +364,12 @@ def test_shutdown_notice_releases_its_leases(df, project, registry, reason, impo
     assert out == {"workerMessageResponses": [{}]}
     assert [i["id"] for i in lease(df, project, job["id"], "w-2")] == [held[0]["id"]]
     w = registry.workers(job["id"])["w-1"]
-    assert w["state"] == "STOPPED" and w["shutdownNotice"] == {"reason": reason, "time": at(5)}
+    assert w["state"] == "LOST" and w["shutdownNotice"] == {"reason": reason, "time": at(5)}
     texts = [t for imp, t in job_log(df, project, job["id"]) if imp == importance and "Worker w-1" in t]
     assert len(texts) == 1 and ("preempted" in texts[0]) == (reason == "PREEMPTION")
     # A late health report from before the notice does not bring the worker back.
     send(df, project, [msg(job["id"], seconds=4, workerHealthReport={"vmIsHealthy": True})])
-    assert registry.workers(job["id"])["w-1"]["state"] == "STOPPED"
+    assert registry.workers(job["id"])["w-1"]["state"] == "LOST"
 
 
 # ---- silence and back-pressure, on a server with short intervals -------------------------------------

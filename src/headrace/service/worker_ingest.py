@@ -196,7 +196,7 @@ class Ingest:
         reason = notice.get("reason") or "UNKNOWN"
         if _newer(worker.get("shutdownNotice"), time):
             worker["shutdownNotice"] = {"reason": reason, "time": time}
-        changed = self._set_state(worker, "STOPPED", time, f"SHUTDOWN_NOTICE ({reason})")
+        changed = self._set_state(worker, "LOST", time, f"SHUTDOWN_NOTICE ({reason})")
         if changed is not None:
             self._release(worker, f"the worker is shutting down ({reason})")
         if changed and reason == "PREEMPTION":
