@@ -59,7 +59,8 @@ def start_server(data_dir: Path, *args: str, env: dict | None = None, port: int 
         [sys.executable, "-m", "headrace", "serve", "--port", str(port), "--data-dir", str(data_dir), *args],
         env=full_env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     url = f"http://localhost:{port}"
-    deadline = time.monotonic() + 30
+    # Generous: on a loaded 2-core machine (pipelines of other tests running) imports are slow.
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{log.read_text()}")
