@@ -13,6 +13,7 @@ import base64
 import binascii
 import math
 import re
+from datetime import datetime
 from typing import Any
 
 from headrace import wire
@@ -34,6 +35,7 @@ _DURATION = re.compile(r"(-?[0-9]{1,12})(\.[0-9]{1,9})?s")
 _MAX_DURATION = 315_576_000_000  # seconds in 10,000 years: protobuf Duration's range
 _MAX_FLOAT32 = 3.4028234663852886e38
 _EXACT_FLOAT = 2**53  # larger JSON numbers lost precision before we saw them
+_CANONICAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 _RANGES = {"int32": (-2**31, 2**31), "uint32": (0, 2**32), "int64": (-2**63, 2**63), "uint64": (0, 2**64)}
 
 
@@ -55,14 +57,38 @@ def _bad(path: str, value: Any, expected: str, hint: str = "") -> ApiError:
     return field_error(path, f"Invalid value{where} ({expected}), {shown}{hint}")
 
 
-def check_shape(value: Any) -> None:
-    """Reject nesting deeper than MAX_DEPTH and NUL characters anywhere, before any schema walk:
-    free-form values (`any`) are stored as they came, so their shape is checked here."""
-    stack = [(value, 1)]
+WHERE = "\x00where\x00"  # where an error message names the enclosing field; keys hold no NUL
+
+
+class _Bad(Exception):
+    """A value that does not fit its schema; the path is assembled only on the way out, so a
+    request that is fine pays nothing for error reporting."""
+
+    def __init__(self, expected: str, value: Any, hint: str = "", message: str = ""):
+        self.expected, self.value, self.hint, self.message = expected, value, hint, message
+        self.path: list[str] = []
+
+    def at(self, segment: str) -> "_Bad":
+        self.path.append(segment)
+        return self
+
+    def error(self, root: str = "") -> ApiError:
+        path = root + "".join(reversed(self.path))
+        path = path[1:] if path.startswith(".") else path
+        if self.message:
+            where = f" at '{path.rpartition('.')[0]}'" if "." in path else ""
+            return field_error(path, self.message.replace(WHERE, where))
+        return _bad(path, self.value, self.expected, self.hint)
+
+
+def check_shape(value: Any, depth: int = 1) -> None:
+    """Reject nesting deeper than MAX_DEPTH and NUL characters anywhere in a free-form value
+    (`any`, stored as it came); typed values are checked as they are decoded."""
+    stack = [(value, depth)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, (dict, list)) and depth > MAX_DEPTH:
-            raise invalid(f"Invalid JSON payload received. Nesting deeper than {MAX_DEPTH} levels.")
+            raise _Bad("", None, message=f"Invalid JSON payload received. Nesting deeper than {MAX_DEPTH} levels.")
         if isinstance(item, dict):
             for key, child in item.items():
                 _no_nul(key)
@@ -87,6 +113,7 @@ class KeepEmpty(list):
 class Codec:
     def __init__(self, discovery: Discovery):
         self.discovery = discovery
+        self._objects: dict[str, Any] = {}  # compiled decoders of named schemas
 
     # ---- bodies -------------------------------------------------------------
 
@@ -94,48 +121,79 @@ class Codec:
         if not isinstance(value, dict):
             raise invalid(f"Invalid JSON payload received. Expected an object for {schema_name}, "
                           f"got {type(value).__name__}.")
-        check_shape(value)
-        return self._value(value, {"$ref": schema_name}, "")
+        try:
+            return self._named(schema_name)(value, 1)
+        except _Bad as bad:
+            raise bad.error() from None
+        except RecursionError:
+            raise invalid(f"Invalid JSON payload received. Nesting deeper than {MAX_DEPTH} levels.") from None
 
-    def _value(self, value: Any, schema: dict, path: str) -> Any:
+    def _named(self, name: str):
+        decoder = self._objects.get(name)
+        if decoder is None:
+            decoder = self._compile_object(self.discovery.schema(name), name)
+        return decoder
+
+    def _compile(self, schema: dict):
+        """A function (value, depth) -> canonical value for `schema`, built once."""
         if "$ref" in schema:
-            schema = self.discovery.schema(schema["$ref"])
+            return self._named(schema["$ref"])
         kind = schema.get("type")
         if kind == "any" or kind is None and "properties" not in schema:
-            return value
+            return _free_form
         if kind == "object":
-            return self._object(value, schema, path)
+            return self._compile_object(schema, None)
         if kind == "array":
-            if not isinstance(value, list):
-                raise _bad(path, value, "list")
-            item = schema.get("items", {})
-            return [self._value(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
-        return _scalar(value, schema, path)
+            return _array(self._compile(schema.get("items", {})))
+        return _compile_scalar(schema)
 
-    def _object(self, value: Any, schema: dict, path: str) -> dict:
-        if not isinstance(value, dict):
-            raise _bad(path, value, "object")
-        props = schema.get("properties")
-        extra = schema.get("additionalProperties")
-        out = {}
-        for key, item in value.items():
-            if item is None:
-                continue  # proto3 JSON: null means "not set"
-            if props is not None:
-                name = key if key in props else _camel(key)
-                if name in props:
-                    out[name] = self._value(item, props[name], f"{path}.{name}" if path else name)
+    def _compile_object(self, schema: dict, name: str | None):
+        props: dict[str, Any] = {}
+        extra_schema = schema.get("additionalProperties")
+        declared = schema.get("properties")
+        state = {"extra": None}
+
+        def decode(value: Any, depth: int) -> dict:
+            if type(value) is not dict:
+                raise _Bad("object", value)
+            if depth > MAX_DEPTH:
+                raise _Bad("", None, message=f"Invalid JSON payload received. Nesting deeper than {MAX_DEPTH} levels.")
+            out = {}
+            for key, item in value.items():
+                if item is None:
+                    continue  # proto3 JSON: null means "not set"
+                field = props.get(key)
+                if field is None and declared is not None and "_" in key and _camel(key) in props:
+                    key = _camel(key)
+                    field = props[key]
+                if field is not None:
+                    try:
+                        out[key] = field(item, depth + 1)
+                    except _Bad as bad:
+                        raise bad.at(f".{key}") from None
                     continue
-            if extra is not None:
-                out[key] = self._value(item, extra, f"{path}[{key!r}]")
-                continue
-            if props is None:
-                out[key] = item  # a free-form object
-                continue
-            where = f" at '{path}'" if path else ""
-            raise field_error(f"{path}.{key}" if path else key,
-                              f'Invalid JSON payload received. Unknown name "{key}"{where}: Cannot find field.')
-        return out
+                _no_nul_key(key)
+                if state["extra"] is not None:
+                    try:
+                        out[key] = state["extra"](item, depth + 1)
+                    except _Bad as bad:
+                        raise bad.at(f"[{key!r}]") from None
+                    continue
+                if declared is None:
+                    check_shape(item, depth + 1)
+                    out[key] = item  # a free-form object
+                    continue
+                raise _Bad("", None, message=f'Invalid JSON payload received. Unknown name "{key}"{WHERE}: '
+                                             "Cannot find field.").at(f".{key}")
+            return out
+
+        if name is not None:
+            self._objects[name] = decode  # before compiling fields: schemas may refer to themselves
+        for field_name, field_schema in (declared or {}).items():
+            props[field_name] = self._compile(field_schema)
+        if extra_schema is not None:
+            state["extra"] = self._compile(extra_schema)
+        return decode
 
     # ---- query and path parameters ------------------------------------------
 
@@ -205,43 +263,88 @@ def _system_param(name: str, raw: str) -> None:
                           "(alt=json).")
 
 
-def _scalar(value: Any, schema: dict, path: str) -> Any:
-    kind, fmt = schema.get("type"), schema.get("format")
-    if "enum" in schema:
-        return _enum(value, tuple(schema["enum"]), path)
-    if kind == "boolean":
-        if isinstance(value, bool):
-            return value
-        raise _bad(path, value, "bool")
-    if kind == "integer" or fmt in _INT64:
-        return _int(value, fmt or "int32", path)
-    if kind == "number":
-        return _number(value, fmt, path)
-    if fmt == "google-datetime":
-        return _timestamp(value, path)
-    if not isinstance(value, str):
-        raise _bad(path, value, "string")
-    if fmt == "google-duration":
-        return _duration(value, path)
-    if fmt == "byte":
-        return _bytes(value, path)
+def _free_form(value: Any, depth: int) -> Any:
+    check_shape(value, depth)
     return value
 
 
-def _int(value: Any, fmt: str, path: str) -> int | str:
+def _no_nul_key(key: str) -> None:
+    if "\x00" in key:
+        raise _Bad("", None, message="Invalid JSON payload received: text must not contain the NUL character (U+0000).")
+
+
+def _array(item):
+    def decode(value: Any, depth: int) -> list:
+        if type(value) is not list:
+            raise _Bad("list", value)
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(item(v, depth + 1))
+            except _Bad as bad:
+                raise bad.at(f"[{i}]") from None
+        return out
+    return decode
+
+
+def _compile_scalar(schema: dict):
+    kind, fmt = schema.get("type"), schema.get("format")
+    if "enum" in schema:
+        names = tuple(schema["enum"])
+        known = frozenset(names)
+        return lambda value, _depth: value if value.__class__ is str and value in known else _enum(value, names)
+    if kind == "boolean":
+        return _boolean
+    if kind == "integer" or fmt in _INT64:
+        fmt = fmt or "int32"
+        return lambda value, _depth: _int(value, fmt)
+    if kind == "number":
+        return lambda value, _depth: _number(value, fmt)
+    if fmt == "google-datetime":
+        return _timestamp_field
+    if fmt == "google-duration":
+        return lambda value, _depth: _duration(_string(value))
+    if fmt == "byte":
+        return lambda value, _depth: _bytes(_string(value))
+    return lambda value, _depth: _string(value)
+
+
+def _string(value: Any) -> str:
+    if value.__class__ is not str:
+        raise _Bad("string", value)
+    if "\x00" in value:
+        raise _Bad("", None, message="Invalid JSON payload received: text must not contain the NUL character (U+0000).")
+    return value
+
+
+def _boolean(value: Any, _depth: int) -> bool:
+    if value is True or value is False:
+        return value
+    raise _Bad("bool", value)
+
+
+def _scalar(value: Any, schema: dict, path: str) -> Any:
+    """One scalar outside a body (a query or path parameter)."""
+    try:
+        return _compile_scalar(schema)(value, 0)
+    except _Bad as bad:
+        raise bad.error(path) from None
+
+
+def _int(value: Any, fmt: str) -> int | str:
     number = None
-    if isinstance(value, int) and not isinstance(value, bool):
+    if value.__class__ is str and _INTEGER.fullmatch(value):
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
         number = value
     elif isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_FLOAT:
         number = int(value)
-    elif isinstance(value, str) and _INTEGER.fullmatch(value):
-        number = int(value)
     if number is None:
         hint = ": send large integers as decimal strings" if isinstance(value, float) else ""
-        raise _bad(path, value, fmt, hint)
+        raise _Bad(fmt, value, hint)
     low, high = _RANGES.get(fmt, _RANGES["int32"])
     if not low <= number < high:
-        raise _bad(path, value, fmt, f": out of range [{low}, {high - 1}]")
+        raise _Bad(fmt, value, f": out of range [{low}, {high - 1}]")
     return str(number) if fmt in _INT64 else number
 
 
@@ -249,7 +352,7 @@ def _special(value: float) -> str:
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
-def _number(value: Any, fmt: str | None, path: str) -> float | int | str:
+def _number(value: Any, fmt: str | None) -> float | int | str:
     if value in ("NaN", "Infinity", "-Infinity"):
         return value
     number = None
@@ -258,45 +361,52 @@ def _number(value: Any, fmt: str | None, path: str) -> float | int | str:
     elif isinstance(value, str) and _NUMBER.fullmatch(value):
         number = float(value)
     if number is None or (isinstance(number, float) and not math.isfinite(number)):
-        raise _bad(path, value, fmt or "number")
+        raise _Bad(fmt or "number", value)
     if fmt == "float" and abs(number) > _MAX_FLOAT32:
-        raise _bad(path, value, "float", ": out of range for a 32-bit float")
+        raise _Bad("float", value, ": out of range for a 32-bit float")
     return number
 
 
-def _timestamp(value: Any, path: str) -> str:
+def _timestamp_field(value: Any, _depth: int) -> str:
+    # Fast path: already canonical (what Headrace's own workers and most clients send).
+    if value.__class__ is str and len(value) == 27 and _CANONICAL_TIME.fullmatch(value):
+        try:
+            datetime.fromisoformat(value[:-1])
+            return value
+        except ValueError:
+            pass
+    return _timestamp(value)
+
+
+def _timestamp(value: Any) -> str:
     try:
         moment = wire.parse_time(value) if isinstance(value, str) else None
     except (ValueError, OverflowError):  # a bad date, or one that leaves years 1-9999 in UTC
         moment = None
     if moment is None:
-        raise _bad(path, value, "timestamp", ": use RFC 3339 between years 0001 and 9999, "
-                   "e.g. 2026-01-02T03:04:05Z")
+        raise _Bad("timestamp", value, ": use RFC 3339 between years 0001 and 9999, e.g. 2026-01-02T03:04:05Z")
     # wire.format_time, with the year padded: strftime leaves years before 1000 unpadded.
     return f"{moment.year:04d}" + moment.strftime("-%m-%dT%H:%M:%S.%fZ")
 
 
-def _duration(value: str, path: str) -> str:
+def _duration(value: str) -> str:
     m = _DURATION.fullmatch(value)
     if not m or abs(int(m.group(1))) > _MAX_DURATION:
-        raise _bad(path, value, "duration", f": use seconds with an 's' suffix, e.g. \"3.5s\", "
-                   f"within ±{_MAX_DURATION}s")
+        raise _Bad("duration", value, f": use seconds with an 's' suffix, e.g. \"3.5s\", within ±{_MAX_DURATION}s")
     return value
 
 
-def _bytes(value: str, path: str) -> str:
+def _bytes(value: str) -> str:
     try:  # standard or URL-safe alphabet, padding optional, as proto3 JSON allows
         base64.b64decode(value.replace("-", "+").replace("_", "/") + "=" * (-len(value) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise _bad(path, value, "bytes", ": use base64") from None
+        raise _Bad("bytes", value, ": use base64") from None
     return value
 
 
-def _enum(value: Any, names: tuple[str, ...], path: str) -> str:
-    if isinstance(value, str) and value in names:
-        return value
+def _enum(value: Any, names: tuple[str, ...]) -> str:
     if isinstance(value, str) and _INTEGER.fullmatch(value):
         value = int(value)
     if is_enum_number(value) and value in numbering(names):
         return numbering(names)[value]
-    raise _bad(path, value, "enum", f": expected one of {', '.join(names)}")
+    raise _Bad("enum", value, f": expected one of {', '.join(names)}")
