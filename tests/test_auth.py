@@ -133,7 +133,7 @@ def test_folder_and_wildcard_resources_need_a_token_for_every_project(guarded):
     envelope(httpx.get(guarded.url + folder, headers={"Authorization": "Bearer tok-ab"}), 403, "PERMISSION_DENIED")
     envelope(httpx.get(guarded.url + folder, headers={"Authorization": "Bearer tok-all"}), 501, "UNIMPLEMENTED")
     # `projects/-` (AIP-159, how workers lease from every project) is no project of tok-ab's.
-    lease = f"/v1b3/projects/-/locations/-/jobs/-/workItems:lease"
+    lease = "/v1b3/projects/-/locations/-/jobs/-/workItems:lease"
     body = {"workerId": "w", "workItemTypes": ["map_task"], "requestedLeaseDuration": "1s"}
     envelope(httpx.post(guarded.url + lease, json=body, headers={"Authorization": "Bearer tok-ab"}),
              403, "PERMISSION_DENIED")

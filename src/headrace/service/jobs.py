@@ -23,9 +23,6 @@ from headrace.store import work_items as item_rows
 from headrace.store.jobs import TERMINAL
 
 NAME = re.compile(r"^[a-z]([-a-z0-9]{0,1022}[a-z0-9])?$")
-ACTIVE_STATES = ("JOB_STATE_STOPPED", "JOB_STATE_PENDING", "JOB_STATE_QUEUED", "JOB_STATE_RUNNING",
-                 "JOB_STATE_CANCELLING", "JOB_STATE_DRAINING", "JOB_STATE_RESOURCE_CLEANING_UP",
-                 "JOB_STATE_PAUSING", "JOB_STATE_PAUSED")
 
 # Fields of the summary view (what jobs.list returns for each job).
 SUMMARY_FIELDS = ("id", "projectId", "name", "type", "currentState", "currentStateTime",

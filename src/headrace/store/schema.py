@@ -1,8 +1,7 @@
 """Tables. Each resource keeps its full proto3 JSON in `body`; the columns beside it are
 only what queries filter and sort on, so a page is an index range scan, not a table scan."""
 
-from sqlalchemy import (Boolean, Column, Index, Integer, BigInteger, MetaData, Table, Text,
-                        UniqueConstraint)
+from sqlalchemy import (Boolean, Column, Index, Integer, BigInteger, MetaData, Table, Text)
 
 metadata = MetaData()
 
