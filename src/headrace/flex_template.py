@@ -17,7 +17,7 @@ from pathlib import Path
 from headrace.errors import precondition
 from headrace.storage import Storage
 
-SOURCES_BUCKET = "gs://headrace-flex-templates/sources"
+SOURCES_DIR = "headrace-sources"  # beside the spec: the source package lives where the spec does
 MANIFEST = "headrace-flex-template.json"  # inside the package: {"env": {...}}
 PY_FILE = "FLEX_TEMPLATE_PYTHON_PY_FILE"
 REQUIREMENTS = "FLEX_TEMPLATE_PYTHON_REQUIREMENTS_FILE"
@@ -55,7 +55,8 @@ def build(storage: Storage, spec_path: str, py_paths: list[Path], env: dict[str,
     if missing:
         raise precondition(f"--py-path {', '.join(missing)} does not exist.")
     package = pack(py_paths, env)
-    image = f"{SOURCES_BUCKET}/{hashlib.sha256(package).hexdigest()}.tar.gz"
+    folder = spec_path.rsplit("/", 1)[0] if "/" in spec_path else "."
+    image = f"{folder}/{SOURCES_DIR}/{hashlib.sha256(package).hexdigest()}.tar.gz"
     storage.write_bytes(image, package)
     spec = {"image": image, "sdkInfo": {"language": sdk_language}, "defaultEnvironment": {}}
     if metadata:

@@ -89,7 +89,9 @@ class Storage:
             with self._emulator() as client:
                 response = client.post(f"/upload/storage/v1/b/{quote(bucket, safe='')}/o",
                                        params={"uploadType": "media", "name": obj}, content=data)
-            response.raise_for_status()
+            if response.status_code >= 400:
+                raise ApiError("UNAVAILABLE", f"Writing {url} to {self.emulator_host} failed: "
+                               f"{response.status_code} {response.text[:200]}")
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
