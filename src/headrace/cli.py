@@ -33,8 +33,14 @@ def serve(host, port, data_dir, database_url, auth_tokens, workers) -> None:
 
     config = Config.from_env(host=host, port=port, data_dir=data_dir, database_url=database_url,
                              auth_tokens=auth_tokens, workers=workers)
-    app = create_app(config)
-    token = _pool_token(config)
+    try:
+        app = create_app(config)
+        token = _pool_token(config)
+    except (ValueError, RuntimeError) as error:  # a bad token file, a store from a newer release
+        raise click.ClickException(str(error)) from None
+    if config.host not in ("127.0.0.1", "localhost", "::1") and config.auth_tokens is None:
+        click.echo(f"Warning: serving on {config.host} without --auth-tokens: anyone who reaches it "
+                   "can run code on this machine through the API.", err=True)
     size = config.workers if config.auth_tokens is None or token else 0
     pool = Pool(size, _local_endpoint(config), config.data_dir, token)
     shown = "localhost" if config.host in ("127.0.0.1", "localhost") else config.host

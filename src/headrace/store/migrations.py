@@ -29,6 +29,9 @@ def migrate(engine: Engine) -> int:
         if current is None:
             conn.execute(schema_version.insert().values(version=0))
             current = 0
+        if current > len(MIGRATIONS):
+            raise RuntimeError(f"The store has schema version {current}, newer than this Headrace knows "
+                               f"({len(MIGRATIONS)}): it was written by a newer release; upgrade Headrace.")
         for number, step in enumerate(MIGRATIONS[current:], start=current + 1):
             step(conn)
             conn.execute(schema_version.update().values(version=number))
