@@ -182,3 +182,17 @@ def test_fresh_store_is_at_the_latest_version_and_a_restart_keeps_data(tmp_path)
     finally:
         server.stop()
     assert _schema_versions(data) == [len(MIGRATIONS)]
+
+
+def test_a_store_from_a_newer_release_is_refused_with_a_message(tmp_path):
+    import subprocess
+    import sys
+
+    srv = start_server(tmp_path)
+    srv.stop()
+    with sqlite3.connect(tmp_path / "headrace.db") as db:
+        db.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS) + 1,))
+    done = subprocess.run([sys.executable, "-m", "headrace", "serve", "--port", "0", "--data-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "newer than this Headrace knows" in done.stderr and "Traceback" not in done.stderr
