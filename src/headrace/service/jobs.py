@@ -15,7 +15,8 @@ from sqlalchemy.engine import Connection
 from headrace import wire
 from headrace.config import Config
 from headrace.errors import ApiError, invalid, not_found, precondition
-from headrace.service import pages
+from headrace.service import pages, pipeline_graph
+from headrace.storage import Storage
 from headrace.store import Store
 from headrace.store import jobs as job_rows
 from headrace.store import messages as message_rows
@@ -57,6 +58,10 @@ def message(importance: str, text: str, time: str | None = None) -> dict:
 class Jobs:
     config: Config
     store: Store
+    storage: Storage | None = None  # where Beam staged jobs' pipelines; the data dir's by default
+
+    def __post_init__(self):
+        self.storage = self.storage or Storage.for_data_dir(self.config.data_dir)
 
     # ---- reads ---------------------------------------------------------------
 
@@ -100,8 +105,9 @@ class Jobs:
             raise invalid(f"(Job name) The job name {name!r} is invalid: it must match "
                           "[a-z]([-a-z0-9]{0,1022}[a-z0-9])?")
         replace_job_id = replace_job_id or body.get("replaceJobId")
+        graph = pipeline_graph.from_staged(body, self.storage)  # outside the write lock: it reads a file
         now = wire.format_time(wire.now())
-        job = {k: v for k, v in body.items() if k not in SERVICE_FIELDS}
+        job = {k: v for k, v in (body | graph).items() if k not in SERVICE_FIELDS}
         job |= {"id": new_job_id(wire.now()), "projectId": project_id, "location": location,
                 "name": name, "type": body.get("type", "JOB_TYPE_BATCH"), "createTime": now,
                 "startTime": now, "currentState": initial_state, "currentStateTime": now}
@@ -126,6 +132,7 @@ class Jobs:
 
     def attach(self, job_id: str, built: dict) -> None:
         """Give a QUEUED job (a flex template launch) the pipeline its launcher built, and its work."""
+        built = built | pipeline_graph.from_staged(built, self.storage)
         with self.store.write() as conn:
             job = job_rows.get(conn, job_id)
             if job is None or job["currentState"] != "JOB_STATE_QUEUED":

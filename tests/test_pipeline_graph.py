@@ -1,0 +1,190 @@
+"""The job's pipeline graph: `steps` and `pipelineDescription` computed from the pipeline Beam's
+DataflowRunner staged, in views ALL and DESCRIPTION (not SUMMARY), through googleapiclient
+and GAPIC; a real wordcount runs on the embedded pool of `headrace serve`."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from google.cloud import dataflow_v1beta3 as dataflow
+
+from tests.conftest import discovery_client, start_server_with_workers
+from tests.test_pipelines import REGION, beam_args, only_job, read_output, write_input
+
+WORDCOUNT = ["Read", "Split", "PairWithOne", "GroupAndSum", "Format", "Write"]  # its transforms' labels
+
+
+def get(df, project: str, job_id: str, view: str | None = None) -> dict:
+    return df.projects().locations().jobs().get(projectId=project, location=REGION, jobId=job_id,
+                                                view=view).execute()
+
+
+def staged_transforms(staging: Path) -> dict:
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    pipeline = beam_runner_api_pb2.Pipeline.FromString((staging / "pipeline.pb").read_bytes())
+    return {tid: t for tid, t in pipeline.components.transforms.items()}
+
+
+# ---- a real wordcount --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    srv = start_server_with_workers(tmp_path_factory.mktemp("graph"), workers=1)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def wordcount(pool, tmp_path_factory):
+    """(project, job id, staging dir) of apache_beam.examples.wordcount run to completion."""
+    from apache_beam.examples import wordcount
+
+    tmp = tmp_path_factory.mktemp("wordcount")
+    project = "p-graph-wordcount"
+    write_input(tmp / "words.txt")
+    wordcount.run([f"--input={tmp / 'words.txt'}", f"--output={tmp / 'out' / 'counts'}",
+                   *beam_args(pool, project, tmp)])
+    assert read_output(tmp / "out" / "counts")
+    job = only_job(discovery_client(pool.url), project)
+    assert job["currentState"] == "JOB_STATE_DONE"
+    return project, job["id"], tmp / "staging"
+
+
+def test_view_all_shows_steps_and_the_pipeline_description(pool, wordcount, check):
+    project, job_id, staging = wordcount
+    job = get(discovery_client(pool.url), project, job_id, "JOB_VIEW_ALL")
+    check(job, "Job")
+    steps, description = job["steps"], job["pipelineDescription"]
+    transforms = staged_transforms(staging)
+    primitives = {tid: t for tid, t in transforms.items() if not t.subtransforms}
+
+    # One step per primitive transform, named s1, s2, ... in the order Beam applied them.
+    assert [s["name"] for s in steps] == [f"s{i}" for i in range(1, len(steps) + 1)]
+    by_user = {s["properties"]["user_name"]: s for s in steps}
+    assert set(by_user) == {t.unique_name for t in primitives.values()}
+    assert {name.split("/")[0] for name in by_user} == set(WORDCOUNT)
+    assert by_user["Split"]["kind"] == "ParallelDo"
+    assert by_user["GroupAndSum/GroupByKey"]["kind"] == "GroupByKey"
+    assert by_user["Read/Read/Impulse"]["kind"] == "ParallelRead"
+    assert by_user["Split"]["properties"]["output_info"] == [{"user_name": "Split.out", "output_name": "out"}]
+    # The steps form the pipeline's graph: each main input is an earlier step's output.
+    position = {s["name"]: i for i, s in enumerate(steps)}
+    for i, step in enumerate(steps):
+        ref = step["properties"].get("parallel_input")
+        if ref:
+            assert ref["@type"] == "OutputReference" and position[ref["step_name"]] < i
+    assert by_user["PairWithOne"]["properties"]["parallel_input"]["step_name"] == by_user["Split"]["name"]
+    assert by_user["GroupAndSum/GroupByKey"]["properties"]["parallel_input"]["step_name"] == \
+        by_user["PairWithOne"]["name"]
+    # A ParDo names its transform in the pipeline proto, as Beam did for the Fn API.
+    assert transforms[by_user["Split"]["properties"]["serialized_fn"]].unique_name == "Split"
+
+    summaries = description["originalPipelineTransform"]
+    assert [t["name"] for t in summaries] == [s["properties"]["user_name"] for s in steps]
+    assert all(transforms[t["id"]].unique_name == t["name"] for t in summaries)
+    split = next(t for t in summaries if t["name"] == "Split")
+    assert split["kind"] == "PAR_DO_KIND" and split["outputCollectionName"] == ["Split.out"]
+    assert any(d["key"] == "fn" and "WordExtractingDoFn" in d.get("strValue", "") for d in split["displayData"])
+    gbk = next(t for t in summaries if t["name"] == "GroupAndSum/GroupByKey")
+    assert gbk["kind"] == "GROUP_BY_KEY_KIND" and gbk["inputCollectionName"] == ["PairWithOne.out"]
+    # Pipeline-level display data: the options as Beam displayed them.
+    options = {d["key"]: d for d in description["displayData"]}
+    assert options["runner"]["strValue"] == "DataflowRunner" and options["project"]["strValue"] == project
+    assert options["no_auth"]["boolValue"] is True
+    names = "\n".join(s["properties"]["user_name"] for s in steps).encode()
+    assert description["stepNamesHash"] == hashlib.sha256(names).hexdigest()
+
+
+def test_description_view_has_the_graph_and_summary_does_not(pool, wordcount, check):
+    project, job_id, _ = wordcount
+    df = discovery_client(pool.url)
+    full = get(df, project, job_id, "JOB_VIEW_ALL")
+    described = get(df, project, job_id, "JOB_VIEW_DESCRIPTION")
+    check(described, "Job")
+    assert described["steps"] == full["steps"] and described["pipelineDescription"] == full["pipelineDescription"]
+    assert "stageStates" not in described
+    for summary in (get(df, project, job_id), get(df, project, job_id, "JOB_VIEW_SUMMARY")):
+        check(summary, "Job")
+        assert "steps" not in summary and "pipelineDescription" not in summary
+    listed = df.projects().locations().jobs().list(projectId=project, location=REGION).execute()["jobs"]
+    assert "steps" not in listed[0]
+
+
+def test_gapic_get_job_views(pool, wordcount):
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+
+    project, job_id, _ = wordcount
+    client = dataflow.JobsV1Beta3Client(credentials=AnonymousCredentials(), transport="rest",
+                                        client_options=ClientOptions(api_endpoint=pool.url))
+
+    def get_job(view):
+        return client.get_job(request=dataflow.GetJobRequest(project_id=project, location=REGION,
+                                                             job_id=job_id, view=view))
+
+    full = get_job(dataflow.JobView.JOB_VIEW_ALL)
+    users = [step.properties["user_name"] for step in full.steps]
+    assert "Split" in users and "GroupAndSum/GroupByKey" in users
+    assert [t.name for t in full.pipeline_description.original_pipeline_transform] == users
+    assert full.pipeline_description.original_pipeline_transform[users.index("Split")].kind == \
+        dataflow.KindType.PAR_DO_KIND
+    described = get_job(dataflow.JobView.JOB_VIEW_DESCRIPTION)
+    assert [s.name for s in described.steps] == [s.name for s in full.steps]
+    summary = get_job(dataflow.JobView.JOB_VIEW_SUMMARY)
+    assert not summary.steps and not summary.pipeline_description.original_pipeline_transform
+
+
+# ---- jobs created by hand: the graph never stands in the way ---------------------------------
+
+def pipeline_bytes() -> bytes:
+    import apache_beam as beam
+
+    p = beam.Pipeline()
+    p | "Numbers" >> beam.Create([1, 2, 3]) | "Square" >> beam.Map(lambda x: x * x)
+    return p.to_runner_api().SerializeToString()
+
+
+def submit(df, project: str, url: str, digest: str | None = None, **fields) -> dict:
+    options = {"pipelineUrl": url} | ({"pipelineProtoHash": digest} if digest else {})
+    body = {"name": "by-hand", "environment": {"sdkPipelineOptions": {"options": options}}, **fields}
+    return df.projects().locations().jobs().create(projectId=project, location=REGION, body=body,
+                                                   view="JOB_VIEW_ALL").execute()
+
+
+def test_a_staged_pipeline_gives_the_graph_at_create(df, project, tmp_path, check):
+    data = pipeline_bytes()
+    (tmp_path / "pipeline.pb").write_bytes(data)
+    created = submit(df, project, f"file://{tmp_path / 'pipeline.pb'}", hashlib.sha256(data).hexdigest())
+    check(created, "Job")
+    by_user = {s["properties"]["user_name"]: s for s in created["steps"]}
+    assert list(by_user)[0] == "Numbers/Impulse" and list(by_user)[-1] == "Square"
+    assert by_user["Square"]["properties"]["parallel_input"]["step_name"] == by_user["Numbers/Map(decode)"]["name"]
+    assert get(df, project, created["id"], "JOB_VIEW_ALL")["steps"] == created["steps"]
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "other-pipeline", "no-url"])
+def test_create_succeeds_without_a_graph_when_the_pipeline_is_unusable(df, project, tmp_path, case, check):
+    path = tmp_path / "pipeline.pb"
+    digest = None
+    if case == "corrupt":
+        path.write_bytes(b"\x0a\xff\xff garbage")
+    elif case == "other-pipeline":
+        path.write_bytes(pipeline_bytes())
+        digest = hashlib.sha256(b"the pipeline that was submitted").hexdigest()
+    created = submit(df, project, "" if case == "no-url" else str(path), digest)
+    check(created, "Job")
+    assert created["currentState"] == "JOB_STATE_PENDING"
+    assert "steps" not in created and "pipelineDescription" not in created
+
+
+def test_steps_the_submitter_sent_are_kept(df, project, tmp_path):
+    data = pipeline_bytes()
+    (tmp_path / "pipeline.pb").write_bytes(data)
+    own = [{"kind": "ParallelDo", "name": "mine", "properties": {"user_name": "Mine"}}]
+    created = submit(df, project, str(tmp_path / "pipeline.pb"), steps=own)
+    assert created["steps"] == own
+    # The description still comes from the staged pipeline.
+    assert "Square" in [t["name"] for t in created["pipelineDescription"]["originalPipelineTransform"]]
