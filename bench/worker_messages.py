@@ -1,6 +1,7 @@
 """WorkerMessages ingestion: messages/s and latency, next to /healthz on the same server.
 
     .venv/bin/python -m bench.worker_messages [--seconds 5] [--rounds 3] [--connections 32]
+                                              [--baseline-src DIR]
 
 `headrace serve` runs in its own process on a fresh data dir (SQLite, WAL, synchronous=FULL),
 so every acknowledged message is durable. This process is the load: `--connections` keep-alive
@@ -24,6 +25,10 @@ fleet's interleaved stream, so one request touches many workers of several jobs.
 
 At the end the server is killed with SIGKILL and the store is read back: every CPU/memory sample
 and every message code the server acknowledged must be there.
+
+With `--baseline-src`, a second server runs the code of another tree (its `src/` put first on
+PYTHONPATH, e.g. `git archive REV src | tar -x -C /tmp/base` then `--baseline-src /tmp/base/src`),
+on its own data dir, taking turns with this tree's phase by phase: a before/after in one run.
 """
 
 from __future__ import annotations
@@ -47,12 +52,13 @@ from sqlalchemy import func, select
 from headrace.config import Config
 from headrace.store import Store
 from headrace.store.schema import job_messages, worker_samples
-from tests.conftest import start_server
+from tests.conftest import Server, start_server
 
 PROJECT, REGION = "bench", "us-central1"
 JOBS, WORKERS_PER_JOB = 4, 8
 AIM_BATCH_MESSAGES = 20_000
 AIM_SINGLE_RATIO = 0.5
+PER_REQUEST = {"healthz": 0, "jobs.get": 0, "single": 1, "batch": 100}  # messages in a request
 
 
 def _time(moment: datetime) -> str:
@@ -179,66 +185,103 @@ def run_phase(server_process: psutil.Process, port: int, next_request, acknowled
     return Phase(count, wall, latencies, server, (time.process_time() - client_before) / wall)
 
 
+@dataclass
+class Target:
+    """One server under load, with its own data dir, jobs and fleet."""
+    name: str
+    data_dir: Path
+    server: Server
+    fleet: Fleet
+
+    @classmethod
+    def start(cls, name: str, data_dir: Path, env: dict) -> "Target":
+        server = start_server(data_dir, env={"HEADRACE_SWEEP_SECONDS": "1.0", **env})
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            job_ids = [http.post(f"/v1b3/projects/{PROJECT}/locations/{REGION}/jobs",
+                                 json={"name": f"bench-{j}"}).raise_for_status().json()["id"]
+                       for j in range(JOBS)]
+        start = datetime.now(timezone.utc)
+        return cls(name, data_dir, server, Fleet([Worker(job, f"{job[-6:]}-w{w}", start) for job in job_ids
+                                                  for w in range(WORKERS_PER_JOB)]))
+
+    def phases(self) -> dict:
+        """phase name: (next request, check and count its answer)."""
+        fleet, path = self.fleet, f"/v1b3/projects/{PROJECT}/locations/{REGION}/WorkerMessages"
+        healthz = _request("GET", "/healthz")
+        get_job = _request("GET", f"/v1b3/projects/{PROJECT}/locations/{REGION}/jobs/"
+                                  f"{fleet.workers[0].labels['JOB_ID']}")
+
+        def worker_messages(n: int):
+            def next_request():
+                body, samples, codes = fleet.take(n)
+                return _request("POST", path, body), (n, samples, codes)
+            return next_request
+
+        def acknowledge_messages(meta, body: bytes) -> None:
+            n, samples, codes = meta
+            if len(orjson.loads(body).get("workerMessageResponses", ())) != n:
+                raise RuntimeError(f"expected {n} workerMessageResponses, got {body[:300]!r}")
+            fleet.samples_acked += samples
+            fleet.codes_acked += codes
+
+        return {
+            "healthz": (lambda: (healthz, None), lambda _m, body: None),
+            "jobs.get": (lambda: (get_job, None), lambda _m, body: None),
+            "single": (worker_messages(1), acknowledge_messages),
+            "batch": (worker_messages(100), acknowledge_messages),
+        }
+
+    def check_durable(self) -> None:
+        """After SIGKILL: every acknowledged sample and message code must be in the store."""
+        stored_samples, stored_messages = _stored(self.data_dir)
+        print(f"{self.name}: durability after SIGKILL: {stored_samples} of {self.fleet.samples_acked} "
+              f"acknowledged CPU/memory samples stored; {stored_messages} job messages for "
+              f"{self.fleet.codes_acked} acknowledged message codes (+{JOBS} job-created messages)")
+        if stored_samples != self.fleet.samples_acked or stored_messages < self.fleet.codes_acked + JOBS:
+            raise SystemExit(f"{self.name}: LOST acknowledged writes")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per phase and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="the src/ dir of another Headrace tree (e.g. from `git archive REV src`): "
+                             "its server runs beside this tree's, phases taking turns, for a before/after")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="headrace-bench-") as tmp:
-        data_dir = Path(tmp) / "data"
-        server = start_server(data_dir, env={"HEADRACE_SWEEP_SECONDS": "1.0"})
+        targets: list[Target] = []
         try:
-            port = int(server.url.rsplit(":", 1)[1])
-            with httpx.Client(base_url=server.url, timeout=30) as http:
-                job_ids = [http.post(f"/v1b3/projects/{PROJECT}/locations/{REGION}/jobs",
-                                     json={"name": f"bench-{j}"}).raise_for_status().json()["id"]
-                           for j in range(JOBS)]
-            start = datetime.now(timezone.utc)
-            fleet = Fleet([Worker(job, f"{job[-6:]}-w{w}", start) for job in job_ids
-                           for w in range(WORKERS_PER_JOB)])
-            results = run_rounds(psutil.Process(server.process.pid), port, fleet, args)
+            targets.append(Target.start("this tree", Path(tmp) / "data", {}))
+            if args.baseline_src:
+                targets.append(Target.start("baseline", Path(tmp) / "baseline",
+                                            {"PYTHONPATH": str(args.baseline_src.resolve())}))
+            results = run_rounds(targets, args)
         finally:
-            server.stop(signal.SIGKILL)  # what was acknowledged must survive this
-        stored_samples, stored_messages = _stored(data_dir)
-    report(results, args)
-    print(f"\ndurability after SIGKILL: {stored_samples} of {fleet.samples_acked} acknowledged CPU/memory "
-          f"samples stored; {stored_messages} job messages for {fleet.codes_acked} acknowledged message "
-          f"codes (+{JOBS} job-created messages)")
-    if stored_samples != fleet.samples_acked or stored_messages < fleet.codes_acked + JOBS:
-        raise SystemExit("LOST acknowledged writes")
+            for target in targets:
+                target.server.stop(signal.SIGKILL)  # what was acknowledged must survive this
+        for target in targets:
+            report(target.name, results[target.name], args)
+        if args.baseline_src:
+            compare(results, args.baseline_src)
+        print()
+        for target in targets:
+            target.check_durable()
 
 
-def run_rounds(process: psutil.Process, port: int, fleet: Fleet, args) -> dict[str, list[Phase]]:
-    path = f"/v1b3/projects/{PROJECT}/locations/{REGION}/WorkerMessages"
-    healthz = _request("GET", "/healthz")
-    get_job = _request("GET", f"/v1b3/projects/{PROJECT}/locations/{REGION}/jobs/{fleet.workers[0].labels['JOB_ID']}")
-
-    def worker_messages(n: int):
-        def next_request():
-            body, samples, codes = fleet.take(n)
-            return _request("POST", path, body), (n, samples, codes)
-        return next_request
-
-    def acknowledge_messages(meta, body: bytes) -> None:
-        n, samples, codes = meta
-        if len(orjson.loads(body).get("workerMessageResponses", ())) != n:
-            raise RuntimeError(f"expected {n} workerMessageResponses, got {body[:300]!r}")
-        fleet.samples_acked += samples
-        fleet.codes_acked += codes
-
-    phases = {
-        "healthz": (lambda: (healthz, None), lambda _m, body: None),
-        "jobs.get": (lambda: (get_job, None), lambda _m, body: None),
-        "single": (worker_messages(1), acknowledge_messages),
-        "batch": (worker_messages(100), acknowledge_messages),
-    }
-    results: dict[str, list[Phase]] = {name: [] for name in phases}
+def run_rounds(targets: list[Target], args) -> dict[str, dict[str, list[Phase]]]:
+    """target: phase: one Phase per round."""
+    results: dict[str, dict[str, list[Phase]]] = {t.name: {} for t in targets}
+    plans = [(t, psutil.Process(t.server.process.pid), int(t.server.url.rsplit(":", 1)[1]), t.phases())
+             for t in targets]
     for _ in range(args.rounds):
-        for name, (next_request, acknowledge) in phases.items():
-            results[name].append(run_phase(process, port, next_request, acknowledge,
-                                           args.seconds, args.connections))
+        for name in plans[0][3]:
+            for target, process, port, phases in plans:
+                next_request, acknowledge = phases[name]
+                results[target.name].setdefault(name, []).append(
+                    run_phase(process, port, next_request, acknowledge, args.seconds, args.connections))
     return results
 
 
@@ -257,29 +300,37 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def report(results: dict[str, list[Phase]], args) -> None:
-    print(f"WorkerMessages ingestion, {args.connections} connections, {args.rounds} rounds x "
+def _rate(phases: list[Phase]) -> float:
+    return statistics.median(p.requests / p.seconds for p in phases)
+
+
+def report(name: str, results: dict[str, list[Phase]], args) -> None:
+    print(f"WorkerMessages ingestion ({name}), {args.connections} connections, {args.rounds} rounds x "
           f"{args.seconds:g} s per phase; {psutil.cpu_count()} cores, load average {psutil.getloadavg()[0]:.1f}")
     print(f"{'phase':<10}{'req/s':>9}{'msg/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'server CPU':>12}"
           f"{'CPU ms/req':>12}{'client CPU':>12}")
-    per_request = {"healthz": 0, "jobs.get": 0, "single": 1, "batch": 100}
-    rates = {}
-    for name, phases in results.items():
-        rate = statistics.median(p.requests / p.seconds for p in phases)
-        rates[name] = rate
+    for phase, phases in results.items():
+        rate, per_request = _rate(phases), PER_REQUEST[phase]
         latencies = [x for p in phases for x in p.latencies]
-        messages = f"{rate * per_request[name]:.0f}" if per_request[name] else "-"
-        cpu = statistics.median(p.server_cpu for p in phases)
-        print(f"{name:<10}{rate:>9.0f}{messages:>9}{_pct(latencies, 0.5) * 1e3:>9.2f}"
-              f"{_pct(latencies, 0.99) * 1e3:>9.2f}{cpu:>12.0%}"
+        messages = f"{rate * per_request:.0f}" if per_request else "-"
+        print(f"{phase:<10}{rate:>9.0f}{messages:>9}{_pct(latencies, 0.5) * 1e3:>9.2f}"
+              f"{_pct(latencies, 0.99) * 1e3:>9.2f}{statistics.median(p.server_cpu for p in phases):>12.0%}"
               f"{statistics.median(p.cpu_per_request for p in phases) * 1e3:>12.2f}"
               f"{statistics.median(p.client_cpu for p in phases):>12.0%}")
-    ratio = rates["single"] / rates["healthz"]
-    batch = rates["batch"] * 100
-    print(f"\nsingle messages / healthz requests: {ratio:.2f} (aim >= {AIM_SINGLE_RATIO}: "
+    ratio = _rate(results["single"]) / _rate(results["healthz"])
+    batch = _rate(results["batch"]) * 100
+    print(f"single messages / healthz requests: {ratio:.2f} (aim >= {AIM_SINGLE_RATIO}: "
           f"{'met' if ratio >= AIM_SINGLE_RATIO else 'MISSED'})")
     print(f"batches of 100: {batch:.0f} messages/s durable (aim >= {AIM_BATCH_MESSAGES}: "
-          f"{'met' if batch >= AIM_BATCH_MESSAGES else 'MISSED'})")
+          f"{'met' if batch >= AIM_BATCH_MESSAGES else 'MISSED'})\n")
+
+
+def compare(results: dict[str, dict[str, list[Phase]]], baseline: Path) -> None:
+    print(f"this tree / baseline ({baseline}):")
+    for phase in ("single", "batch"):
+        ours, theirs = results["this tree"][phase], results["baseline"][phase]
+        cpu = [statistics.median(p.cpu_per_request for p in x) for x in (ours, theirs)]
+        print(f"  {phase:<8} req/s x{_rate(ours) / _rate(theirs):.2f}   server CPU per request x{cpu[0] / cpu[1]:.2f}")
 
 
 if __name__ == "__main__":
