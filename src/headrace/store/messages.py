@@ -37,7 +37,8 @@ def _window(table, job_id: str, start: str | None, end: str | None, after: tuple
         where.append(table.c.time < end)
     if after:
         time, seq = after
-        where.append(or_(table.c.time > time, and_(table.c.time == time, table.c.seq > seq)))
+        # `time >= t` alone lets the index seek to the page; the OR picks up after the last row.
+        where += [table.c.time >= time, or_(table.c.time > time, and_(table.c.time == time, table.c.seq > seq))]
     return where
 
 

@@ -1,9 +1,15 @@
 """Tables. Each resource keeps its full proto3 JSON in `body`; the columns beside it are
 only what queries filter and sort on, so a page is an index range scan, not a table scan."""
 
-from sqlalchemy import (Boolean, Column, Index, Integer, BigInteger, MetaData, Table, Text)
+from sqlalchemy import Boolean, Column, Index, Integer, BigInteger, MetaData, Table
+from sqlalchemy import Text as _Text
+from sqlalchemy.dialects.postgresql import TEXT
 
 metadata = MetaData()
+
+# Text compares byte by byte, as SQLite's does, whatever the PostgreSQL database's locale:
+# names, ids and timestamps sort, and pages split, the same on both stores.
+Text = _Text().with_variant(TEXT(collation="C"), "postgresql")
 
 # Integer primary keys autoincrement in SQLite and PostgreSQL alike.
 SeqKey = BigInteger().with_variant(Integer(), "sqlite")
@@ -24,7 +30,10 @@ jobs = Table(
     Column("body", Text, nullable=False),
     Index("jobs_by_location", "project_id", "location", "seq"),
     Index("jobs_by_project", "project_id", "seq"),
+    Index("jobs_by_location_and_end", "project_id", "location", "terminal", "seq"),  # filter=ACTIVE/TERMINATED
+    Index("jobs_by_project_and_end", "project_id", "terminal", "seq"),  # jobs:aggregated with a filter
     Index("jobs_by_name", "project_id", "location", "name", "terminal"),
+    Index("jobs_by_state", "current_state"),  # the sweeper's cancelling/draining jobs
 )
 
 job_messages = Table(
