@@ -137,6 +137,40 @@ def test_gapic_get_job_views(pool, wordcount):
     assert not summary.steps and not summary.pipeline_description.original_pipeline_transform
 
 
+def test_the_fused_stages_the_worker_ran(pool, wordcount, check):
+    project, job_id, staging = wordcount
+    df = discovery_client(pool.url)
+    job = get(df, project, job_id, "JOB_VIEW_ALL")
+    stages = job["pipelineDescription"]["executionPipelineStage"]
+    ids = [s["id"] for s in stages]
+    assert len(ids) > 2 and ids == [f"F{i}" for i in range(len(ids))]
+    assert stage_states(job) == {"S01": "JOB_STATE_DONE"} | {i: "JOB_STATE_DONE" for i in ids}
+    names = {t.unique_name for t in staged_transforms(staging).values()}
+    components = [c for s in stages for c in s["componentTransform"]]
+    assert {c["originalTransform"] for c in components} <= names
+    steps = {s["properties"]["user_name"]: s["name"] for s in job["steps"]}
+    assert {"name": steps["Split"], "userName": "Split", "originalTransform": "Split"} in components
+    # Combiner lifting: the runner's own transforms are the user's GroupAndSum's.
+    assert any(c["originalTransform"] == "GroupAndSum" and c["userName"] != "GroupAndSum" for c in components)
+    after_split = [s for s in stages if s.get("prerequisiteStage")]
+    assert after_split and all(set(s["prerequisiteStage"]) <= set(ids) for s in after_split)
+
+    summary = details(df, project, job_id)
+    check(summary, "JobExecutionDetails")
+    assert [s["stageId"] for s in summary["stages"]] == [*ids, "S01"]
+    assert {s["state"] for s in summary["stages"]} == {"EXECUTION_STATE_SUCCEEDED"}
+    [ran] = details(df, project, job_id, "S01")["workers"]
+    split_stage = next(s["id"] for s in stages if "Split" in [c["userName"] for c in s["componentTransform"]])
+    on_split = details(df, project, job_id, split_stage)
+    check(on_split, "StageExecutionDetails")
+    [worker] = on_split["workers"]
+    assert worker["workerName"] == ran["workerName"]
+    [attempt] = worker["workItems"]
+    assert attempt["state"] == "EXECUTION_STATE_SUCCEEDED" and attempt["startTime"] <= attempt["endTime"]
+    assert ran["workItems"][0]["startTime"] <= attempt["startTime"] <= attempt["endTime"] <= \
+        ran["workItems"][0]["endTime"]
+
+
 # ---- jobs created by hand: the graph never stands in the way ---------------------------------
 
 def pipeline_bytes() -> bytes:
@@ -188,3 +222,118 @@ def test_steps_the_submitter_sent_are_kept(df, project, tmp_path):
     assert created["steps"] == own
     # The description still comes from the staged pipeline.
     assert "Square" in [t["name"] for t in created["pipelineDescription"]["originalPipelineTransform"]]
+
+
+# ---- fused stages reported by the worker ------------------------------------------------------
+
+def stages_update(*states: str) -> dict:
+    """What a worker reports: F0 reads and writes a grouping buffer, F1 reads it after F0."""
+    f0 = {"id": "F0", "state": states[0], "prerequisites": [],
+          "transforms": [{"name": "Numbers/Impulse", "original": "Numbers/Impulse"},
+                         {"name": "Square", "original": "Square"}],
+          "outputs": [{"name": "Group/Write", "original": "Group"}]}
+    f1 = {"id": "F1", "state": states[1], "prerequisites": ["F0"],
+          "inputs": [{"name": "Group/Read", "original": "Group"}],
+          "transforms": [{"name": "Group/Merge", "original": "Group"}]}
+    return {"name": {"origin": "headrace", "name": "ExecutionStages"}, "internal": [f0, f1]}
+
+
+def lease_and_report(df, project: str, job_id: str, worker: str, *states: str, **status) -> tuple[dict, dict]:
+    jobs = df.projects().locations().jobs()
+    [item] = jobs.workItems().lease(projectId=project, location=REGION, jobId=job_id,
+                                    body={"workerId": worker}).execute()["workItems"]
+    answer = report(df, project, item, worker, item["initialReportIndex"], *states, **status)
+    return item, answer
+
+
+def report(df, project: str, item: dict, worker: str, index: str, *states: str, **status) -> dict:
+    body = {"workerId": worker, "workItemStatuses": [{
+        "workItemId": item["id"], "reportIndex": index, "metricUpdates": [stages_update(*states)], **status}]}
+    return df.projects().locations().jobs().workItems().reportStatus(
+        projectId=project, location=REGION, jobId=item["jobId"], body=body).execute()["workItemServiceStates"][0]
+
+
+def stage_states(job: dict) -> dict:
+    return {s["executionStageName"]: s["executionStageState"] for s in job.get("stageStates", [])}
+
+
+def details(df, project: str, job_id: str, stage: str | None = None) -> dict:
+    jobs = df.projects().locations().jobs()
+    if stage is None:
+        return jobs.getExecutionDetails(projectId=project, location=REGION, jobId=job_id).execute()
+    return jobs.stages().getExecutionDetails(projectId=project, location=REGION, jobId=job_id,
+                                             stageId=stage).execute()
+
+
+def test_reported_fused_stages_become_the_jobs_stages(df, project, tmp_path, check):
+    data = pipeline_bytes()
+    (tmp_path / "pipeline.pb").write_bytes(data)
+    job = submit(df, project, str(tmp_path / "pipeline.pb"))
+    item, answer = lease_and_report(df, project, job["id"], "w-1", "RUNNING", "PENDING")
+
+    running = get(df, project, job["id"], "JOB_VIEW_ALL")
+    check(running, "Job")
+    assert stage_states(running) == {"S01": "JOB_STATE_RUNNING", "F0": "JOB_STATE_RUNNING", "F1": "JOB_STATE_PENDING"}
+    f0, f1 = running["pipelineDescription"]["executionPipelineStage"]
+    steps = {s["properties"]["user_name"]: s["name"] for s in running["steps"]}
+    assert f0["name"] == "F0" and f0["kind"] == "READ_KIND"  # it starts at the user's Impulse
+    assert f0["componentTransform"][1] == {"name": steps["Square"], "userName": "Square", "originalTransform": "Square"}
+    assert f0["outputSource"] == [{"name": "Group/Write", "userName": "Group/Write", "originalTransformOrCollection": "Group"}]
+    assert f1["prerequisiteStage"] == ["F0"] and f1["inputSource"][0]["name"] == "Group/Read"
+    # The stages are not metrics of the job.
+    metrics = df.projects().locations().jobs().getMetrics(projectId=project, location=REGION,
+                                                          jobId=job["id"]).execute()
+    assert not any(m["name"]["name"] == "ExecutionStages" for m in metrics.get("metrics", []))
+
+    summary = details(df, project, job["id"])
+    check(summary, "JobExecutionDetails")
+    assert [(s["stageId"], s["state"]) for s in summary["stages"]] == [
+        ("F0", "EXECUTION_STATE_RUNNING"), ("F1", "EXECUTION_STATE_NOT_STARTED"), ("S01", "EXECUTION_STATE_RUNNING")]
+    assert summary["stages"][0]["startTime"] >= job["createTime"] and "startTime" not in summary["stages"][1]
+    on_f0 = details(df, project, job["id"], "F0")
+    check(on_f0, "StageExecutionDetails")
+    [worker] = on_f0["workers"]
+    assert worker["workerName"] == "w-1" and worker["workItems"][0]["taskId"] == item["id"]
+    assert worker["workItems"][0]["state"] == "EXECUTION_STATE_RUNNING"
+    assert details(df, project, job["id"], "F1") == {}  # nobody has worked on it yet
+
+    report(df, project, item, "w-1", answer["nextReportIndex"], "DONE", "DONE", completed=True)
+    done = get(df, project, job["id"], "JOB_VIEW_ALL")
+    assert done["currentState"] == "JOB_STATE_DONE"
+    assert set(stage_states(done).values()) == {"JOB_STATE_DONE"} and len(stage_states(done)) == 3
+    stages = details(df, project, job["id"])["stages"]
+    assert {s["state"] for s in stages} == {"EXECUTION_STATE_SUCCEEDED"}
+    assert all(s["startTime"] <= s["endTime"] for s in stages)
+    [worker] = details(df, project, job["id"], "F1")["workers"]
+    assert worker["workItems"][0]["state"] == "EXECUTION_STATE_SUCCEEDED"
+
+
+def test_a_failed_attempt_fails_its_running_stage_and_the_retry_runs_it_again(df, project, check):
+    job = submit(df, project, "")
+    item, answer = lease_and_report(df, project, job["id"], "w-1", "DONE", "RUNNING")
+    report(df, project, item, "w-1", answer["nextReportIndex"], "DONE", "RUNNING", completed=True,
+           errors=[{"code": 2, "message": "boom"}])
+    # The item waits for its retry: the stage is not over, though its attempt failed.
+    assert stage_states(get(df, project, job["id"], "JOB_VIEW_ALL"))["F1"] == "JOB_STATE_RUNNING"
+    [worker] = details(df, project, job["id"], "F1")["workers"]
+    assert [w["state"] for w in worker["workItems"]] == ["EXECUTION_STATE_FAILED"]
+
+    item, _ = lease_and_report(df, project, job["id"], "w-2", "RUNNING", "PENDING")
+    assert stage_states(get(df, project, job["id"], "JOB_VIEW_ALL"))["F1"] == "JOB_STATE_PENDING"
+    [worker] = details(df, project, job["id"], "F0")["workers"]
+    assert worker["workerName"] == "w-2"
+
+
+def test_a_malformed_stage_report_is_refused(df, project):
+    from googleapiclient.errors import HttpError
+
+    job = submit(df, project, "")
+    jobs = df.projects().locations().jobs()
+    [item] = jobs.workItems().lease(projectId=project, location=REGION, jobId=job["id"],
+                                    body={"workerId": "w-1"}).execute()["workItems"]
+    bad = {"name": {"origin": "headrace", "name": "ExecutionStages"}, "internal": [{"id": "F0", "state": "ALMOST"}]}
+    with pytest.raises(HttpError) as error:
+        jobs.workItems().reportStatus(projectId=project, location=REGION, jobId=job["id"], body={
+            "workerId": "w-1", "workItemStatuses": [{"workItemId": item["id"], "reportIndex": item["initialReportIndex"],
+                                                     "metricUpdates": [bad]}]}).execute()
+    assert error.value.status_code == 400 and b"ExecutionStages" in error.value.content

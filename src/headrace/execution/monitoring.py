@@ -10,6 +10,9 @@ from apache_beam.metrics import monitoring_infos as mi
 from apache_beam.portability.api import beam_runner_api_pb2
 
 PENDING, RUNNING, DONE = "PENDING", "RUNNING", "DONE"
+# How FnApiRunner's fused stages exchange data: a read or a write of a runner buffer; an
+# impulse is a read of the impulse buffer (fn_api_runner.translations).
+SOURCE, SINK, IMPULSE = "beam:runner:source:v1", "beam:runner:sink:v1", b"impulse"
 
 
 def _merge(old: list, new) -> list:
@@ -31,6 +34,7 @@ class Tracker:
     def __init__(self, pipeline: beam_runner_api_pb2.Pipeline):
         transforms = pipeline.components.transforms
         self._user_names = {tid: t.unique_name for tid, t in transforms.items()}
+        self._all_names = set(self._user_names.values())
         self._leaf_names = {t.unique_name for t in transforms.values() if not t.subtransforms}
         self._pcollections = set(pipeline.components.pcollections)
         # The innermost transform that produces each PCollection, and under which output tag.
@@ -44,11 +48,43 @@ class Tracker:
         self._infos: dict[str, list] = {}
 
     def begin(self, stages) -> None:
-        """`stages`: Beam's fused stages, in the order they will run."""
+        """`stages`: Beam's fused stages, in the order they will run. Besides its state, each
+        stage says what it runs (`transforms`: the runner's transforms, each with the user's
+        transform it comes from), what it reads from and writes for other stages (`inputs`,
+        `outputs`) and the stages it must follow (`prerequisites`)."""
+        ids = {s.name: f"F{i}" for i, s in enumerate(stages)}
         with self._lock:
-            self._stages = [{"id": f"F{i}", "name": s.name, "state": PENDING,
-                             "steps": [t.unique_name for t in s.transforms if t.unique_name in self._leaf_names]}
-                            for i, s in enumerate(stages)]
+            self._stages = [{"id": ids[s.name], "name": s.name, "state": PENDING,
+                             "steps": [t.unique_name for t in s.transforms if t.unique_name in self._leaf_names],
+                             **self._structure(s),
+                             "prerequisites": sorted((ids[m.name] for m in s.must_follow if m.name in ids),
+                                                     key=lambda i: int(i[1:]))}
+                            for s in stages]
+
+    def _structure(self, stage) -> dict:
+        parts: dict[str, list] = {"transforms": [], "inputs": [], "outputs": []}
+        impulses = []
+        for t in stage.transforms:
+            entry = {"name": t.unique_name, "original": self._original(t.unique_name)}
+            if t.spec.urn == SOURCE and t.spec.payload == IMPULSE:
+                impulses.append(entry)  # the user's Impulse: where the stage starts
+            elif t.spec.urn in (SOURCE, SINK):
+                parts["inputs" if t.spec.urn == SOURCE else "outputs"].append(entry)
+            else:
+                parts["transforms"].append(entry)
+        parts["transforms"][:0] = impulses
+        return parts
+
+    def _original(self, name: str) -> str:
+        """The user's transform a runner transform comes from: itself, or the innermost user
+        transform whose name prefixes it (GroupAndSum/Precombine is GroupAndSum's); for the
+        runner's buffer of a PCollection (ref_PCollection_..._split/Write), its producer."""
+        pcollection = name.partition("/")[0].removesuffix("_split")
+        if pcollection in self._producers:
+            return self._producers[pcollection][0]
+        while name and name not in self._all_names:
+            name = name.rpartition("/")[0]
+        return name
 
     def bundle_done(self, stage_name: str, infos, stage_done: bool) -> None:
         with self._lock:

@@ -1,8 +1,13 @@
 """jobs.getExecutionDetails and jobs.stages.getExecutionDetails, built from work items and
-their attempts: a stage is as far along as its items, and every attempt names its worker."""
+their attempts: a stage is as far along as its items, and every attempt names its worker.
+
+Besides the work items' own stages (S01), a job has the fused stages (F0, F1, ...) its worker
+reports running inside an item: each item keeps its latest attempt's runs of them (state,
+start, end) with its last report (service/work_items.py)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import orjson
@@ -15,6 +20,9 @@ from headrace.store import Store
 from headrace.store import work_items as item_rows
 
 ENDED = ("EXECUTION_STATE_SUCCEEDED", "EXECUTION_STATE_FAILED", "EXECUTION_STATE_CANCELLED")
+ALL_STAGES = 10_000  # a job has one work item today; pages of stages are cut here, not in SQL
+# A fused stage's state over its runs: the first of these that any run is in.
+PRECEDENCE = ("FAILED", "RUNNING", "CANCELLED", "NOT_STARTED", "SUCCEEDED")
 
 
 @dataclass
@@ -30,12 +38,16 @@ class ExecutionDetails:
         after = pages.decode(params.get("pageToken"), query)
         with self.store.read() as conn:
             self.jobs.load(conn, project_id, location, job_id)
-            ids = item_rows.stage_ids(conn, job_id, after, limit + 1)
-            page = ids[:limit]
-            items = item_rows.stage_items(conn, job_id, page)
-            times = item_rows.stage_times(conn, job_id, page)
-        out: dict = {"stages": [_summary(stage, [i for i in items if i["stage_id"] == stage], times.get(stage))
-                                for stage in page]}
+            item_stages = item_rows.stage_ids(conn, job_id, None, ALL_STAGES)
+            items = item_rows.stage_items(conn, job_id, item_stages)
+            times = item_rows.stage_times(conn, job_id, item_stages)
+        fused = _fused_runs(items)
+        ids = sorted(set(item_stages) | set(fused), key=_order)
+        ids = [i for i in ids if after is None or _order(i) > _order(after)][:limit + 1]
+        page = ids[:limit]
+        out: dict = {"stages": [
+            _summary(stage, [i for i in items if i["stage_id"] == stage], times.get(stage))
+            if stage in item_stages else _fused_summary(stage, fused[stage]) for stage in page]}
         if len(ids) > limit:
             out["nextPageToken"] = pages.encode(page[-1], query)
         return out
@@ -49,10 +61,15 @@ class ExecutionDetails:
         after = pages.decode(params.get("pageToken"), query)
         with self.store.read() as conn:
             self.jobs.load(conn, project_id, location, job_id)
-            if not item_rows.stage_counts(conn, job_id, stage_id):
-                known = ", ".join(item_rows.stage_ids(conn, job_id, None, 20)) or "none yet"
-                raise not_found(f"Stage {stage_id} was not found in job {job_id}. Its stages: {known}.")
-            rows = item_rows.attempts_page(conn, job_id, stage_id, after=after, limit=limit + 1, **window)
+            if item_rows.stage_counts(conn, job_id, stage_id):
+                rows = item_rows.attempts_page(conn, job_id, stage_id, after=after, limit=limit + 1, **window)
+            else:
+                item_stages = item_rows.stage_ids(conn, job_id, None, ALL_STAGES)
+                fused = _fused_runs(item_rows.stage_items(conn, job_id, item_stages))
+                if stage_id not in fused:
+                    known = ", ".join(sorted(set(item_stages) | set(fused), key=_order)[:50]) or "none yet"
+                    raise not_found(f"Stage {stage_id} was not found in job {job_id}. Its stages: {known}.")
+                rows = _fused_attempts(fused[stage_id], after=after, limit=limit + 1, **window)
         workers: list[dict] = []
         for row in rows[:limit]:
             if not workers or workers[-1]["workerName"] != row["worker_id"]:
@@ -83,6 +100,49 @@ def _summary(stage_id: str, items: list, times: tuple | None) -> dict:
     return {"stageId": stage_id, "state": state, "startTime": start,
             "endTime": end if state in ENDED else None,
             "progress": {"currentProgress": done / len(items)}}
+
+
+def _order(stage_id: str) -> tuple:
+    """Stage ids in name, then number order: F2 before F10, fused stages before S01."""
+    match = re.fullmatch(r"(\D*)(\d+)", stage_id)
+    return (match.group(1), int(match.group(2)), "") if match else (stage_id, -1, stage_id)
+
+
+def _fused_runs(items) -> dict[str, list[dict]]:
+    """stage id -> the runs of it that items' latest attempts reported, each with its item,
+    attempt and worker."""
+    fused: dict[str, list[dict]] = {}
+    for item in items:
+        last = orjson.loads(item["last_report"]) if item["last_report"] else {}
+        for stage_id, run in (last.get("stages") or {}).items():
+            fused.setdefault(stage_id, []).append(run | {
+                "work_item_id": item["id"], "attempt": item["attempts"], "worker_id": last.get("worker", ""),
+                "item_state": item["state"]})
+    return fused
+
+
+def _fused_summary(stage_id: str, runs: list[dict]) -> dict:
+    # A run that failed while its item waits for a retry leaves the stage running.
+    states = {"RUNNING" if r["state"] == "FAILED" and r["item_state"] in ("PENDING", "LEASED") else r["state"]
+              for r in runs}
+    state = next(s for s in PRECEDENCE if s in states)
+    starts = [r["start"] for r in runs if r.get("start")]
+    ends = [r["end"] for r in runs if r.get("end")]
+    done = sum(r["state"] == "SUCCEEDED" for r in runs) / len(runs)
+    return {"stageId": stage_id, "state": f"EXECUTION_STATE_{state}", "startTime": min(starts, default=None),
+            "endTime": max(ends) if ends and f"EXECUTION_STATE_{state}" in ENDED else None,
+            "progress": {"currentProgress": done}}
+
+
+def _fused_attempts(runs: list[dict], *, start: str | None, end: str | None, after: list | None,
+                    limit: int) -> list[dict]:
+    """A fused stage's runs as attempt rows, in the order and pages of attempts_page."""
+    rows = [{"worker_id": r["worker_id"], "start_time": r["start"], "end_time": r.get("end"),
+             "work_item_id": r["work_item_id"], "attempt": r["attempt"], "item_attempts": r["attempt"],
+             "state": f"EXECUTION_STATE_{r['state']}", "last_report": None}
+            for r in runs if r.get("start") and (not start or r["start"] >= start) and (not end or r["start"] < end)]
+    key = lambda r: (r["worker_id"], r["start_time"], r["work_item_id"], r["attempt"])  # noqa: E731
+    return [r for r in sorted(rows, key=key) if after is None or list(key(r)) > list(after)][:limit]
 
 
 def _attempt(row) -> dict:

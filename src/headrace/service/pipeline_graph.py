@@ -17,6 +17,7 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 
 from headrace import wire
+from headrace.errors import invalid
 from headrace.storage import Storage
 
 PAR_DO, IMPULSE, FLATTEN = "beam:transform:pardo:v1", "beam:transform:impulse:v1", "beam:transform:flatten:v1"
@@ -187,3 +188,96 @@ def _option_item(item: dict) -> dict:
         if item.get(key):
             out[field] = str(item[key])
     return out
+
+
+# ---- the fused stages a worker runs ------------------------------------------------------------
+#
+# A worker reports its pipeline's fused stages with every status report, as one MetricUpdate
+# named headrace/ExecutionStages whose `internal` value (the API's slot for values only the
+# service reads) lists {id, state, transforms, inputs, outputs, prerequisites}; see
+# docs/work-items.md. The service turns them into the job's executionPipelineStage and
+# stageStates, and keeps each stage's run (state, start, end) with the work item's attempt.
+
+STAGES_METRIC = ("headrace", "ExecutionStages")
+RUN_STATES = {"PENDING": "NOT_STARTED", "RUNNING": "RUNNING", "DONE": "SUCCEEDED"}
+JOB_STATES = {"NOT_STARTED": "JOB_STATE_PENDING", "RUNNING": "JOB_STATE_RUNNING", "SUCCEEDED": "JOB_STATE_DONE",
+              "FAILED": "JOB_STATE_FAILED", "CANCELLED": "JOB_STATE_CANCELLED"}
+STEP_KINDS = {step_kind: kind for step_kind, kind in KINDS.values()}
+
+
+def take_stages(updates: list[dict]) -> tuple[list[dict], list[dict] | None]:
+    """(the report's metric updates, the fused stages it reported or None)."""
+    metrics, stages = [], None
+    for update in updates:
+        name = update.get("name") or {}
+        if (name.get("origin"), name.get("name")) != STAGES_METRIC:
+            metrics.append(update)
+            continue
+        stages = update.get("internal")
+        if not (isinstance(stages, list) and all(
+                isinstance(s, dict) and isinstance(s.get("id"), str) and s.get("state") in RUN_STATES
+                for s in stages)):
+            raise invalid("The headrace/ExecutionStages metric update's `internal` value must list the "
+                          "pipeline's fused stages as {id, state: PENDING, RUNNING or DONE, transforms, "
+                          "inputs, outputs, prerequisites}.")
+    return metrics, stages
+
+
+def stage_runs(previous: dict, stages: list[dict], now: str) -> dict:
+    """{stage id: {state, start, end}} for the attempt: a stage starts when first seen running
+    (or done) and ends when first seen done."""
+    runs = {}
+    for stage in stages:
+        run = dict(previous.get(stage["id"]) or {}) | {"state": RUN_STATES[stage["state"]]}
+        if run["state"] != "NOT_STARTED":
+            run.setdefault("start", now)
+        if run["state"] == "SUCCEEDED":
+            run.setdefault("end", now)
+        runs[stage["id"]] = run
+    return runs
+
+
+def end_runs(runs: dict, attempt_state: str, now: str) -> dict:
+    """The runs once their attempt ended: a failed attempt fails the stages it was running; a
+    cancelled one cancels every stage it had not finished."""
+    ended = {}
+    for stage_id, run in runs.items():
+        if attempt_state == "EXECUTION_STATE_FAILED" and run["state"] == "RUNNING":
+            run = run | {"state": "FAILED", "end": now}
+        elif attempt_state == "EXECUTION_STATE_CANCELLED" and run["state"] in ("RUNNING", "NOT_STARTED"):
+            run = run | {"state": "CANCELLED", "end": now}
+        ended[stage_id] = run
+    return ended
+
+
+def execution_stages(stages: list[dict], steps: list[dict]) -> list[dict]:
+    """One ExecutionStageSummary per fused stage, its transforms named after the job's steps."""
+    step_of = {s.get("properties", {}).get("user_name"): s for s in steps if isinstance(s, dict)}
+    summaries = []
+    for stage in stages:
+        transforms = _entries(stage, "transforms")
+        originals = [step_of[t["original"]] for t in transforms if t["original"] in step_of]
+        summaries.append({
+            "name": stage["id"], "id": stage["id"],
+            "kind": STEP_KINDS.get(originals[0].get("kind"), "UNKNOWN_KIND") if originals else "UNKNOWN_KIND",
+            "componentTransform": [_given(name=step_of[t["name"]]["name"] if t["name"] in step_of else t["name"],
+                                          userName=t["name"], originalTransform=t["original"])
+                                   for t in transforms],
+            "inputSource": [_source(t) for t in _entries(stage, "inputs")],
+            "outputSource": [_source(t) for t in _entries(stage, "outputs")],
+            "prerequisiteStage": [str(p) for p in stage.get("prerequisites") or [] if isinstance(p, (str, int))]})
+    return summaries
+
+
+def _entries(stage: dict, key: str) -> list[dict]:
+    """A stage's {name, original} entries; anything else a worker sent is skipped."""
+    return [{"name": str(e.get("name", "")), "original": str(e.get("original") or "")}
+            for e in stage.get(key) or [] if isinstance(e, dict) and e.get("name")]
+
+
+def _source(entry: dict) -> dict:
+    return _given(name=entry["name"], userName=entry["name"], originalTransformOrCollection=entry["original"])
+
+
+def _given(**fields) -> dict:
+    return {k: v for k, v in fields.items() if v}

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from headrace import wire
 from headrace.config import Config
 from headrace.errors import ApiError, invalid, not_found, precondition
+from headrace.service import pipeline_graph
 from headrace.service.jobs import Jobs, message
 from headrace.service.metrics import Metrics
 from headrace.store import Store
@@ -95,7 +96,7 @@ class WorkItems:
         index = int(status.get("reportIndex", "0"))
         digest = hashlib.sha256(orjson.dumps(status, option=orjson.OPT_SORT_KEYS)).hexdigest()
         last = orjson.loads(item["last_report"]) if item["last_report"] else None
-        if last and (last["worker"], last["index"], last["digest"]) == (worker_id, index, digest):
+        if last and (last.get("worker"), last.get("index"), last.get("digest")) == (worker_id, index, digest):
             return last["answer"]  # a retry of a report already applied: the same answer again
         if item["state"] != "LEASED" or item["worker_id"] != worker_id or item["lease_expire"] < now:
             if item["worker_id"] == worker_id and job["currentState"] in TERMINAL:
@@ -107,13 +108,20 @@ class WorkItems:
         expected = item["next_report_index"]
         if index != expected:
             raise ApiError("ABORTED", _unexpected_index(item, index, expected, last))
-        self.metrics.record(conn, job_id, status.get("metricUpdates", []), status.get("counterUpdates", []), now)
+        metric_updates, stages = pipeline_graph.take_stages(status.get("metricUpdates", []))
+        self.metrics.record(conn, job_id, metric_updates, status.get("counterUpdates", []), now)
         record = {"worker": worker_id, "index": index, "digest": digest, "progress": _progress(status)}
+        runs = (last or {}).get("stages") or {}  # of this attempt so far: a claim clears last_report
+        if stages:
+            runs = pipeline_graph.stage_runs(runs, stages, now)
         if status.get("completed"):
             answer = {"leaseExpireTime": now, "nextReportIndex": str(index + 1),
                       "reportStatusInterval": self._report_interval(self._lease_duration(None))}
             errors = status.get("errors", [])
             item_state, attempt_state = self._outcome(job, item, failed=bool(errors))
+            runs = pipeline_graph.end_runs(runs, attempt_state, now)
+            self._fused_stages(conn, job, stages, runs, now, retry=item_state == "PENDING")
+            record["stages"] = runs
             item_rows.end_attempt(conn, item, item_state=item_state, attempt_state=attempt_state, now=now,
                                   last_report=record | {"answer": answer}, next_index=index + 1)
             # Beam prints a failed job's ERROR messages as the reason it failed.
@@ -125,8 +133,26 @@ class WorkItems:
                   "reportStatusInterval": self._report_interval(duration)}
         if job["currentState"] in STOPPING:
             answer["completeWorkStatus"] = {"code": CANCELLED_CODE, "message": _stop_message(job)}
+        self._fused_stages(conn, job, stages, runs, now)
+        record["stages"] = runs
         item_rows.renew(conn, item["id"], answer["leaseExpireTime"], index + 1, record | {"answer": answer})
         return answer
+
+    def _fused_stages(self, conn: Connection, job: dict, stages: list[dict] | None, runs: dict, now: str,
+                      retry: bool = False) -> None:
+        """The job's execution graph and stageStates follow the fused stages its worker reports.
+        A stage whose attempt failed is still running while its item waits for a retry."""
+        changed = False
+        if stages:
+            description = job.setdefault("pipelineDescription", {})
+            graph = pipeline_graph.execution_stages(stages, job.get("steps") or [])
+            changed = description.get("executionPipelineStage") != graph
+            description["executionPipelineStage"] = graph
+        for stage_id, run in runs.items():
+            state = "RUNNING" if retry and run["state"] == "FAILED" else run["state"]
+            changed = _set_stage(job, stage_id, pipeline_graph.JOB_STATES[state], now) or changed
+        if changed:
+            job_rows.save(conn, job)
 
     def _outcome(self, job: dict, item, failed: bool) -> tuple[str, str]:
         """(item state, attempt state) once an attempt ends with a completed report."""
@@ -164,7 +190,8 @@ class WorkItems:
 
     def _lose(self, conn: Connection, item, why: str, now: str) -> None:
         job = job_rows.get(conn, item["job_id"])
-        if job["currentState"] in STOPPING:
+        stopping = job["currentState"] in STOPPING
+        if stopping:
             item_state = "CANCELLED"
         else:
             item_state = "FAILED" if item["attempts"] >= self.config.max_attempts else "PENDING"
@@ -172,7 +199,14 @@ class WorkItems:
                 f"Lost contact with worker {item['worker_id']} holding work item {item['id']} of stage "
                 f"{item['stage_id']}: {why}. Attempt {item['attempts']} of at most "
                 f"{self.config.max_attempts} failed."), now)])
-        item_rows.end_attempt(conn, item, item_state=item_state, attempt_state="EXECUTION_STATE_FAILED", now=now)
+        # The stages the lost attempt was running end with it; they stay on record with the item.
+        runs = orjson.loads(item["last_report"]).get("stages") if item["last_report"] else None
+        if runs:
+            runs = pipeline_graph.end_runs(
+                runs, "EXECUTION_STATE_CANCELLED" if stopping else "EXECUTION_STATE_FAILED", now)
+            self._fused_stages(conn, job, None, runs, now, retry=item_state == "PENDING")
+        item_rows.end_attempt(conn, item, item_state=item_state, attempt_state="EXECUTION_STATE_FAILED", now=now,
+                              last_report={"worker": item["worker_id"], "stages": runs} if runs else None)
         self._after_attempt(conn, job, item, item_state, now, lost=True)
 
     # ---- what an ended attempt means for its stage and job ------------------------------------
@@ -277,7 +311,7 @@ def _not_holder(item, worker_id: str, now: str) -> str:
 
 
 def _unexpected_index(item, index: int, expected: int, last: dict | None) -> str:
-    if last and last["index"] == index:
+    if last and last.get("index") == index:
         return (f"Report {index} on work item {item['id']} was already received with other contents; "
                 f"a retried report must be sent unchanged. The next report must carry reportIndex {expected}.")
     return (f"Unexpected reportIndex {index} on work item {item['id']}: the service expects {expected}. "

@@ -106,7 +106,8 @@ def renew(conn: Connection, item_id: int, expire: str, next_index: int, last_rep
 def end_attempt(conn: Connection, item, *, item_state: str, attempt_state: str, now: str,
                 next_index: int | None = None, last_report: dict | None = None) -> None:
     """End the item's current attempt; `item_state` PENDING puts the item back in the pool.
-    `last_report` is kept only for a completed report, which its sender may retry."""
+    `last_report` is kept for a completed report, which its sender may retry, and for the
+    fused stages a lost attempt had run; the next claim clears it."""
     values = {"state": item_state, "lease_expire": None,
               "last_report": orjson.dumps(last_report).decode() if last_report else None}
     if item_state == "PENDING":
@@ -158,8 +159,8 @@ def stage_ids(conn: Connection, job_id: str, after: str | None, limit: int) -> l
 
 
 def stage_items(conn: Connection, job_id: str, stage_ids: list[str]) -> list:
-    return list(conn.execute(select(work_items.c.stage_id, work_items.c.state, work_items.c.attempts,
-                                    work_items.c.last_report)
+    return list(conn.execute(select(work_items.c.id, work_items.c.stage_id, work_items.c.state,
+                                    work_items.c.attempts, work_items.c.last_report)
                              .where(work_items.c.job_id == job_id, work_items.c.stage_id.in_(stage_ids))
                              .order_by(work_items.c.id)).mappings())
 

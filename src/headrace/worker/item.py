@@ -25,7 +25,7 @@ from headrace.execution.staging import local_path
 from headrace.worker import user_code
 from headrace.worker.client import ServiceError
 from headrace.worker.messages import Container
-from headrace.worker.metrics import metric_updates
+from headrace.worker.metrics import metric_updates, stage_update
 
 if TYPE_CHECKING:
     from headrace.worker import Worker
@@ -132,10 +132,11 @@ class ItemRun:
     # ---- what is reported -----------------------------------------------------------------
 
     def status(self, execution: Execution, progress: Progress) -> dict:
+        updates = metric_updates(execution.metrics()) + ([stage_update(progress.stages)] if progress.stages else [])
         return {"workItemId": self.item["id"], "reportIndex": str(self.index),
                 "requestedLeaseDuration": wire.format_duration(self.worker.config.worker_lease_seconds),
                 "reportedProgress": {"fractionConsumed": progress.fraction},
-                "metricUpdates": metric_updates(execution.metrics())}
+                "metricUpdates": updates}
 
     def lifecycle(self, progress: Progress) -> None:
         """Lifecycle events and message codes as the executor passes each phase. A phase may

@@ -18,6 +18,8 @@ from headrace import wire
 
 USER, SYSTEM = "user", "dataflow/v1b3"
 MAIN_OUTPUT = "None"  # the tag Beam's Python SDK gives a transform's main output
+STAGES = {"origin": "headrace", "name": "ExecutionStages"}
+STAGE_KEYS = ("id", "state", "transforms", "inputs", "outputs", "prerequisites")
 
 
 def metric_updates(metrics: dict) -> list[dict]:
@@ -38,6 +40,13 @@ def metric_updates(metrics: dict) -> list[dict]:
                                  "context": {"original_name": f"{output}-ElementCount", "output_user_name": output}},
                         "kind": "Sum", "scalar": count["count"], "cumulative": True})
     return updates
+
+
+def stage_update(stages: list[dict]) -> dict:
+    """The pipeline's fused stages and their state (execution/monitoring.py), for the job's
+    stageStates, execution graph and execution details. `internal` is the API's slot for a
+    value only the service reads: it is not a metric of the job (docs/work-items.md)."""
+    return {"name": STAGES, "internal": [{k: s[k] for k in STAGE_KEYS if k in s} for s in stages]}
 
 
 def _user(metric: dict, **value) -> dict:
