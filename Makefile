@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test bench
+.PHONY: install serve test
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
