@@ -3,6 +3,12 @@
 SQLite runs in WAL mode with synchronous=FULL, so a write the API acknowledged survives
 kill -9. Writers take one lock so concurrent requests queue here instead of spinning on
 SQLITE_BUSY; readers run beside them on their own connections.
+
+PostgreSQL (a `postgresql://` URL, driver psycopg 3) runs the same statements; its commits
+are durable with its default synchronous_commit=on. Several API processes may share one
+database: each write transaction first takes a transaction-scoped advisory lock, so writers
+queue across processes as they do within one, and the services' read-then-write steps stay
+safe under READ COMMITTED. docs/postgresql.md has the details.
 """
 
 from __future__ import annotations
@@ -11,20 +17,40 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError
 
 from headrace.store.migrations import migrate
+
+# The writers' lock across processes, released by PostgreSQL when the transaction ends.
+# Advisory lock keys (0x48454144 "HEAD", n): 1 for migrations, 2 for writes.
+_PG_WRITE_LOCK = text("SELECT pg_advisory_xact_lock(1212498244, 2)")
 
 
 class Store:
     def __init__(self, url: str):
-        self.url = url
-        self.engine: Engine = create_engine(url, pool_size=16, max_overflow=32)
+        url = make_url(url)
+        if url.drivername == "postgresql":  # SQLAlchemy's default would be psycopg2
+            url = url.set(drivername="postgresql+psycopg")
+        self.url = url.render_as_string(hide_password=False)
+        try:
+            # Pre-ping: a pooled connection that a database restart closed is replaced, not failed on.
+            self.engine: Engine = create_engine(url, pool_size=16, max_overflow=32,
+                                                pool_pre_ping=url.get_backend_name() != "sqlite")
+        except ModuleNotFoundError as error:
+            raise RuntimeError(f"The database URL needs the driver module {error.name!r}; for PostgreSQL, "
+                               "install Headrace with its postgres extra: pip install 'headrace[postgres]'.") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._write_lock = threading.Lock()
-        migrate(self.engine)
+        self._shared_lock = _PG_WRITE_LOCK if self.engine.dialect.name == "postgresql" else None
+        try:
+            migrate(self.engine)
+        except OperationalError as error:  # unreachable, refused, no such database...
+            self.engine.dispose()
+            raise RuntimeError(f"Could not open the store at {url.render_as_string(hide_password=True)}: "
+                               f"{str(error.orig).strip()}") from None
 
     @property
     def dialect(self) -> str:
@@ -34,6 +60,8 @@ class Store:
     def write(self) -> Iterator[Connection]:
         """One transaction: everything in the block commits together or not at all."""
         with self._write_lock, self.engine.begin() as conn:
+            if self._shared_lock is not None:
+                conn.execute(self._shared_lock)
             yield conn
 
     @contextmanager

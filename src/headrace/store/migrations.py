@@ -6,10 +6,13 @@ Add new ones at the end; never edit one that has shipped.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Integer, MetaData, Table, select
+from sqlalchemy import Column, Integer, MetaData, Table, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from headrace.store import schema
+
+# The PostgreSQL advisory lock migrations hold: keys (0x48454144 "HEAD", 1).
+_PG_LOCK = text("SELECT pg_advisory_xact_lock(1212498244, 1)")
 
 _version_meta = MetaData()
 schema_version = Table("schema_version", _version_meta, Column("version", Integer, nullable=False))
@@ -24,6 +27,10 @@ MIGRATIONS = [_v1_initial]
 
 def migrate(engine: Engine) -> int:
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # API processes sharing the database start together: one migrates, the others wait
+            # for its commit and then find nothing left to do. (SQLite's writer lock does this.)
+            conn.execute(_PG_LOCK)
         _version_meta.create_all(conn)
         current = conn.execute(select(schema_version.c.version)).scalar()
         if current is None:
