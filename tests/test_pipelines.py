@@ -91,7 +91,8 @@ def pipeline_processes(root_pid: int, job_id: str) -> list[psutil.Process]:
     found = []
     for process in psutil.Process(root_pid).children(recursive=True):
         try:
-            if "headrace.execution.child" in " ".join(process.cmdline()) and job_id in " ".join(process.cmdline()):
+            # By its work dir: an executor started ahead (`child --spare`) names no job on its command line.
+            if "headrace.execution.child" in " ".join(process.cmdline()) and job_id in process.cwd():
                 found += [process, *process.children(recursive=True)]
         except psutil.NoSuchProcess:
             continue

@@ -3,7 +3,11 @@ WORK_DIR/task.json, leader of its own process group (the SDK workers and pip joi
 keeps WORK_DIR/status.json current for the worker that started it.
 
 Phases: stage the files, install the job's environment if it has requirements (then exec
-into that environment's Python, same process), run the pipeline."""
+into that environment's Python, same process), run the pipeline.
+
+`python -m headrace.execution.child --spare PARENT_PID` is a spare executor, started before
+there is work: it imports Beam (the ~2 s a cold executor spends before its pipeline starts),
+then waits for a work dir on stdin and runs that as above."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from pathlib import Path
 from headrace.execution import DONE, FAILED, RUNNING, STARTING, CannotRun, staging
 
 IN_ENV = "--in-env"
+SPARE = "--spare"
 MISSING_MODULE = re.compile(r"No module named '([^']+)'")
 
 
@@ -50,6 +55,24 @@ def _watch_parent(parent_pid: int) -> None:
         os.killpg(0, signal.SIGKILL)
 
     threading.Thread(target=watch, daemon=True, name="watch-parent").start()
+
+
+def _await_work(parent_pid: int) -> Path | None:
+    """As a spare: warm up, then wait for the work dir (None: the worker closed our stdin)."""
+    _watch_parent(parent_pid)
+    from headrace.execution import monitoring, pipeline  # noqa: F401 - what running a pipeline imports
+
+    line = sys.stdin.readline().strip()
+    if not line:
+        return None
+    work_dir = Path(line)
+    os.chdir(work_dir)
+    # From here on, as if started for this work dir: its log gets our output and our children's.
+    log = os.open(work_dir / "executor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    return work_dir
 
 
 def _prepare(task: dict, work_dir: Path, status: Status) -> None:
@@ -115,10 +138,14 @@ def _explain(error: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    work_dir = Path(argv[1])
+    spare = argv[1] == SPARE
+    work_dir = _await_work(int(argv[2])) if spare else Path(argv[1])
+    if work_dir is None:
+        return 0
     task = json.loads((work_dir / "task.json").read_text())
     status = Status(work_dir / "status.json")
-    _watch_parent(task["parent_pid"])
+    if not spare:  # a spare watches its worker from the start
+        _watch_parent(task["parent_pid"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if IN_ENV not in argv:

@@ -52,6 +52,7 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         log.info("Worker %s leasing work from %s", self.api.worker_id, self.api.endpoint)
+        self.backend.prepare()
         pause, failing = FIRST_POLL, False
         while not self.stopping.is_set():
             try:
@@ -69,6 +70,8 @@ class Worker:
                 continue
             pause = FIRST_POLL
             self.run(items[0])
+            self.backend.prepare()  # the next run's executor warms up while this worker is idle
+        self.backend.close()
         self.api.close()
         log.info("Worker %s stopped", self.api.worker_id)
 
