@@ -226,9 +226,13 @@ def test_steps_the_submitter_sent_are_kept(df, project, tmp_path):
 
 # ---- fused stages reported by the worker ------------------------------------------------------
 
+F0_START = "2026-01-02T03:04:05.000006Z"
+
+
 def stages_update(*states: str) -> dict:
-    """What a worker reports: F0 reads and writes a grouping buffer, F1 reads it after F0."""
-    f0 = {"id": "F0", "state": states[0], "prerequisites": [],
+    """What a worker reports: F0 reads and writes a grouping buffer, F1 reads it after F0.
+    The worker says when F0 started; F1's times are the reports'."""
+    f0 = {"id": "F0", "state": states[0], "prerequisites": [], "start": F0_START,
           "transforms": [{"name": "Numbers/Impulse", "original": "Numbers/Impulse"},
                          {"name": "Square", "original": "Square"}],
           "outputs": [{"name": "Group/Write", "original": "Group"}]}
@@ -289,7 +293,7 @@ def test_reported_fused_stages_become_the_jobs_stages(df, project, tmp_path, che
     check(summary, "JobExecutionDetails")
     assert [(s["stageId"], s["state"]) for s in summary["stages"]] == [
         ("F0", "EXECUTION_STATE_RUNNING"), ("F1", "EXECUTION_STATE_NOT_STARTED"), ("S01", "EXECUTION_STATE_RUNNING")]
-    assert summary["stages"][0]["startTime"] >= job["createTime"] and "startTime" not in summary["stages"][1]
+    assert summary["stages"][0]["startTime"] == F0_START and "startTime" not in summary["stages"][1]
     on_f0 = details(df, project, job["id"], "F0")
     check(on_f0, "StageExecutionDetails")
     [worker] = on_f0["workers"]
@@ -304,6 +308,7 @@ def test_reported_fused_stages_become_the_jobs_stages(df, project, tmp_path, che
     stages = details(df, project, job["id"])["stages"]
     assert {s["state"] for s in stages} == {"EXECUTION_STATE_SUCCEEDED"}
     assert all(s["startTime"] <= s["endTime"] for s in stages)
+    assert stages[1]["startTime"] >= job["createTime"]  # F1: when it was first reported running
     [worker] = details(df, project, job["id"], "F1")["workers"]
     assert worker["workItems"][0]["state"] == "EXECUTION_STATE_SUCCEEDED"
 

@@ -117,7 +117,7 @@ def _run(task: dict, work_dir: Path, status: Status) -> None:
     tracker = Tracker(proto)
 
     def changed():
-        # Once per finished bundle: a batch pipeline has a few per stage and SDK worker.
+        # As each bundle starts and ends: a batch pipeline has a few per stage and SDK worker.
         status.write(fraction=tracker.fraction(), stages=tracker.stages(), metrics=tracker.metrics())
 
     status.write(state=RUNNING, phase="running the pipeline")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 from apache_beam.metrics import monitoring_infos as mi
 from apache_beam.portability.api import beam_runner_api_pb2
@@ -86,17 +87,30 @@ class Tracker:
             name = name.rpartition("/")[0]
         return name
 
+    def bundle_started(self, stage_name: str) -> None:
+        """A stage runs from its first bundle's start; `start` and `end` are Unix times."""
+        with self._lock:
+            for stage in self._stages:
+                if stage["name"] == stage_name and stage["state"] == PENDING:
+                    stage |= {"state": RUNNING, "start": time.time()}
+
     def bundle_done(self, stage_name: str, infos, stage_done: bool) -> None:
         with self._lock:
             self._infos[stage_name] = _merge(self._infos.get(stage_name, []), infos)
             for stage in self._stages:
-                if stage["name"] == stage_name:
-                    stage["state"] = DONE if stage_done else RUNNING
+                if stage["name"] == stage_name and stage_done:
+                    self._done(stage)
 
     def finish(self) -> None:
         with self._lock:
             for stage in self._stages:
-                stage["state"] = DONE
+                self._done(stage)
+
+    @staticmethod
+    def _done(stage: dict) -> None:
+        if stage["state"] != DONE:
+            now = time.time()
+            stage |= {"state": DONE, "start": stage.get("start", now), "end": now}
 
     def stages(self) -> list[dict]:
         with self._lock:

@@ -112,8 +112,10 @@ class _Runner(fn_runner.FnApiRunner):
         return super().run_stages(stage_context, stages)
 
     def _execute_bundle(self, context, bundle_context_manager, bundle_input):
-        result = super()._execute_bundle(context, bundle_context_manager, bundle_input)
         name = bundle_context_manager.stage.name
+        self._tracker.bundle_started(name)
+        self._changed()
+        result = super()._execute_bundle(context, bundle_context_manager, bundle_input)
         done = context.watermark_manager.get_stage_node(name).output_watermark() >= timestamp.MAX_TIMESTAMP
         self._tracker.bundle_done(name, result.process_bundle.monitoring_infos, done)
         self._changed()

@@ -194,8 +194,8 @@ def _option_item(item: dict) -> dict:
 #
 # A worker reports its pipeline's fused stages with every status report, as one MetricUpdate
 # named headrace/ExecutionStages whose `internal` value (the API's slot for values only the
-# service reads) lists {id, state, transforms, inputs, outputs, prerequisites}; see
-# docs/work-items.md. The service turns them into the job's executionPipelineStage and
+# service reads) lists {id, state, start, end, transforms, inputs, outputs, prerequisites};
+# see docs/execution.md. The service turns them into the job's executionPipelineStage and
 # stageStates, and keeps each stage's run (state, start, end) with the work item's attempt.
 
 STAGES_METRIC = ("headrace", "ExecutionStages")
@@ -224,17 +224,24 @@ def take_stages(updates: list[dict]) -> tuple[list[dict], list[dict] | None]:
 
 
 def stage_runs(previous: dict, stages: list[dict], now: str) -> dict:
-    """{stage id: {state, start, end}} for the attempt: a stage starts when first seen running
-    (or done) and ends when first seen done."""
+    """{stage id: {state, start, end}} for the attempt: a stage starts and ends when the worker
+    says it did, or else when first reported running (or done) and done."""
     runs = {}
     for stage in stages:
         run = dict(previous.get(stage["id"]) or {}) | {"state": RUN_STATES[stage["state"]]}
         if run["state"] != "NOT_STARTED":
-            run.setdefault("start", now)
+            run.setdefault("start", _time(stage.get("start")) or now)
         if run["state"] == "SUCCEEDED":
-            run.setdefault("end", now)
+            run.setdefault("end", _time(stage.get("end")) or now)
         runs[stage["id"]] = run
     return runs
+
+
+def _time(value) -> str | None:
+    try:
+        return wire.format_time(wire.parse_time(value)) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def end_runs(runs: dict, attempt_state: str, now: str) -> dict:

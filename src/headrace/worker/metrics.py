@@ -43,10 +43,14 @@ def metric_updates(metrics: dict) -> list[dict]:
 
 
 def stage_update(stages: list[dict]) -> dict:
-    """The pipeline's fused stages and their state (execution/monitoring.py), for the job's
-    stageStates, execution graph and execution details. `internal` is the API's slot for a
-    value only the service reads: it is not a metric of the job (docs/work-items.md)."""
-    return {"name": STAGES, "internal": [{k: s[k] for k in STAGE_KEYS if k in s} for s in stages]}
+    """The pipeline's fused stages, their state and when they started and ended
+    (execution/monitoring.py), for the job's stageStates, execution graph and execution
+    details. `internal` is the API's slot for a value only the service reads: it is not a
+    metric of the job (docs/execution.md)."""
+    return {"name": STAGES, "internal": [
+        {k: s[k] for k in STAGE_KEYS if k in s}
+        | {k: wire.format_time(datetime.fromtimestamp(s[k], timezone.utc)) for k in ("start", "end") if s.get(k)}
+        for s in stages]}
 
 
 def _user(metric: dict, **value) -> dict:
