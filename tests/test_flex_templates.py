@@ -6,17 +6,16 @@ launcher runs the template's real main in an environment with it installed.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import subprocess
 import sys
 import textwrap
 import time
-import zipfile
 
 import pytest
 from googleapiclient.errors import HttpError
+
+from tests.wheels import build_wheel
 
 REGION = "us-central1"
 
@@ -42,21 +41,6 @@ METADATA = {"name": "Greeter", "parameters": [
     {"name": "who", "label": "Who", "helpText": "Whom to greet", "isOptional": True}]}
 
 
-def build_wheel(target):
-    """A pure-Python wheel, written by hand: offline, and without the `wheel` package."""
-    files = {
-        "headrace_greeting/__init__.py": b"def greet(who):\n    return f'hello {who}'\n",
-        "headrace_greeting-0.1.dist-info/METADATA": b"Metadata-Version: 2.1\nName: headrace-greeting\nVersion: 0.1\n",
-        "headrace_greeting-0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = [f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
-              for name, data in files.items()] + ["headrace_greeting-0.1.dist-info/RECORD,,"]
-    files["headrace_greeting-0.1.dist-info/RECORD"] = "\n".join(record).encode() + b"\n"
-    with zipfile.ZipFile(target / "headrace_greeting-0.1-py3-none-any.whl", "w") as wheel:
-        for name, data in files.items():
-            wheel.writestr(name, data)
-
-
 def flex_build(server, spec, src, *env, metadata=None):
     args = [sys.executable, "-m", "headrace", "flex-template", "build", spec, "--py-path", str(src),
             "--sdk-language", "PYTHON", "--data-dir", str(server.data_dir)]
@@ -71,7 +55,7 @@ def flex_build(server, spec, src, *env, metadata=None):
 def specs(server, tmp_path_factory):
     work = tmp_path_factory.mktemp("flex")
     (work / "src").mkdir()
-    build_wheel(work / "src")
+    build_wheel(work / "src", "headrace_greeting", "0.1", "def greet(who):\n    return f'hello {who}'\n")
     (work / "src" / "main.py").write_text(MAIN)
     (work / "src" / "requirements.txt").write_text("headrace-greeting==0.1\n")
     (work / "metadata.json").write_text(json.dumps(METADATA))

@@ -13,13 +13,13 @@ import subprocess
 import sys
 import textwrap
 import time
-import zipfile
 from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.conftest import discovery_client, start_server_with_workers
+from tests.wheels import build_wheel
 
 REGION = "us-central1"
 WORDS = ["headrace", "dataflow", "beam", "river", "mill", "sluice", "weir", "flume"]
@@ -121,24 +121,6 @@ def slow_once(marker: Path, seconds: float = 600):
         return word
 
     return maybe_sleep
-
-
-def build_wheel(directory: Path, name: str, version: str, source: str) -> Path:
-    """A pure-Python wheel written by hand: no build tools, no network."""
-    directory.mkdir(parents=True, exist_ok=True)
-    wheel = directory / f"{name}-{version}-py3-none-any.whl"
-    dist_info = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": textwrap.dedent(source),
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    files[f"{dist_info}/RECORD"] = "".join(f"{path},,\n" for path in files) + f"{dist_info}/RECORD,,\n"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for path, text in files.items():
-            archive.writestr(path, text)
-    return wheel
-
 
 # ---- fixtures -------------------------------------------------------------------------------
 
