@@ -23,7 +23,8 @@ class Services:
         self.config = config
         self.store = store
         self.load = Load(config.busy_requests)
-        self.jobs = Jobs(config, store)
+        self.storage = Storage.for_data_dir(config.data_dir)
+        self.jobs = Jobs(config, store, self.storage)
         self.messages = Messages(config, store, self.jobs)
         self.metrics = Metrics(config, store, self.jobs)
         self.work_items = WorkItems(config, store, self.jobs, self.metrics)
@@ -31,7 +32,6 @@ class Services:
         self.workers = Workers(config, store, self.jobs, self.work_items, self.load)
         self.debug = Debug(config, store, self.jobs, self.workers)
         self.snapshots = Snapshots(config, store, self.jobs)
-        self.storage = Storage.for_data_dir(config.data_dir)
         self.templates = Templates(config, store, self.jobs, self.storage)
         self.flex_templates = FlexTemplates(config, store, self.jobs, self.storage, self.templates)
 

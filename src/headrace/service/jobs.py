@@ -58,10 +58,7 @@ def message(importance: str, text: str, time: str | None = None) -> dict:
 class Jobs:
     config: Config
     store: Store
-    storage: Storage | None = None  # where Beam staged jobs' pipelines; the data dir's by default
-
-    def __post_init__(self):
-        self.storage = self.storage or Storage.for_data_dir(self.config.data_dir)
+    storage: Storage  # where Beam staged jobs' pipelines
 
     # ---- reads ---------------------------------------------------------------
 
