@@ -10,7 +10,7 @@ range scan instead of reading bodies. Other code reads the registry through `get
 from __future__ import annotations
 
 import orjson
-from sqlalchemy import and_, bindparam, select, tuple_
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.engine import Connection
 
 from headrace.store.schema import jobs, worker_samples, workers
@@ -26,8 +26,9 @@ _update = (workers.update()
 _insert = workers.insert()
 _insert_samples = worker_samples.insert()
 _place = select(jobs.c.project_id, jobs.c.location).where(jobs.c.id == bindparam("job_id"))
-_load = select(workers.c.body).where(workers.c.job_id == bindparam("job_id"),
-                                     workers.c.worker_id.in_(bindparam("worker_ids", expanding=True)))
+_load = select(workers.c.job_id, workers.c.worker_id, workers.c.body).where(
+    workers.c.job_id.in_(bindparam("job_ids", expanding=True)),
+    workers.c.worker_id.in_(bindparam("worker_ids", expanding=True)))
 
 
 def _columns(worker: dict) -> dict:
@@ -48,9 +49,14 @@ def get(conn: Connection, job_id: str, worker_id: str) -> dict | None:
 
 
 def load(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
-    """The registry rows that exist among these (job id, worker id) keys, in one query."""
-    rows = conn.execute(select(workers.c.body).where(tuple_(workers.c.job_id, workers.c.worker_id).in_(keys)))
-    return {(w["jobId"], w["workerId"]): w for w in map(orjson.loads, rows.scalars())}
+    """The registry rows that exist among these (job id, worker id) keys."""
+    # Job ids IN and worker ids IN: SQLite searches the primary key for each pair (a row-value
+    # IN would scan the table); pairs not asked for are dropped before their bodies are read.
+    wanted = set(keys)
+    rows = conn.execute(_load, {"job_ids": list({k[0] for k in wanted}),
+                                "worker_ids": list({k[1] for k in wanted})})
+    return {(job_id, worker_id): orjson.loads(body) for job_id, worker_id, body in rows
+            if (job_id, worker_id) in wanted}
 
 
 def list_for_job(conn: Connection, job_id: str) -> list[dict]:
