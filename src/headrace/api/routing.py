@@ -40,13 +40,16 @@ def _compile(path: str) -> re.Pattern:
 
 class Router:
     def __init__(self, discovery: Discovery):
-        self.routes = [Route(m, _compile(m.path)) for m in discovery.methods]
+        # Routes by segment count: a parameter never holds a '/', so only those can match.
+        self.routes: dict[int, list[Route]] = {}
+        for m in discovery.methods:
+            self.routes.setdefault(m.path.count("/") + 1, []).append(Route(m, _compile(m.path)))
 
     def match(self, verb: str, raw_path: str) -> tuple[Method, dict[str, str]]:
         """Match the path as sent (still percent-encoded), so an encoded '/' or ':' stays
         inside its parameter, and decode each parameter exactly once."""
         allowed = []
-        for route in self.routes:
+        for route in self.routes.get(raw_path.count("/"), ()):
             m = route.pattern.match(raw_path)
             if not m:
                 continue
