@@ -61,8 +61,7 @@ def create_app(config: Config) -> Starlette:
         routes=[
             Route("/healthz", healthz),
             Route("/openapi.json", openapi_json),
-            Route("/v1b3/{path:path}", api.handle,
-                  methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+            Route("/v1b3/{path:path}", api),  # every verb; the discovery document decides
         ],
         exception_handlers={404: not_found, 405: not_allowed},
         lifespan=lifespan,

@@ -3,8 +3,9 @@
 from headrace.api.call import Call
 
 
-def send(call: Call) -> dict:
-    return call.services.workers.send(call.project, call.location, call.body)
+async def send(call: Call) -> dict:
+    # Awaited on the event loop: the request joins a group commit without a thread of its own.
+    return await call.services.workers.send(call.project, call.location, call.body)
 
 
 HANDLERS = {"workerMessages": send}

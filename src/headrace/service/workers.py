@@ -9,7 +9,7 @@ for all of them.
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -37,10 +37,9 @@ class _Request:
     location: str
     keys: list[tuple[str, str]]  # (job id, worker id) of each message
     messages: list[dict]
-    wake: threading.Event = field(default_factory=threading.Event)  # done, or its turn to lead
-    done: bool = False
+    future: asyncio.Future
+    error: Exception | None = None  # refused before the commit (unknown job)
     answer: dict | None = None
-    error: Exception | None = None
 
 
 @dataclass
@@ -51,8 +50,7 @@ class Workers:
     work_items: WorkItems
     load: Load
     _queue: list[_Request] = field(default_factory=list, init=False, repr=False)
-    _queue_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _leading: bool = field(default=False, init=False, repr=False)  # a request's thread is committing
+    _committing: bool = field(default=False, init=False, repr=False)
     # Where each job is: a job's project and location never change, so found ones are kept.
     _places: dict[str, tuple[str, str]] = field(default_factory=dict, init=False, repr=False)
 
@@ -63,51 +61,46 @@ class Workers:
 
     # ---- WorkerMessages -------------------------------------------------------------
 
-    def send(self, project_id: str, location: str, body: dict) -> dict:
-        messages = body.get("workerMessages", [])
-        request = _Request(project_id, location, [_key(i, m) for i, m in enumerate(messages)], messages)
-        with self._queue_lock:
-            self._queue.append(request)
-            follow, self._leading = self._leading, True
-        if follow:
-            request.wake.wait()
-        if not request.done:
-            self._commit_queued()
-        if request.error is not None:
-            raise request.error
-        return request.answer
+    async def send(self, project_id: str, location: str, body: dict) -> dict:
+        """Ingest a SendWorkerMessagesRequest; its SendWorkerMessagesResponse once committed.
 
-    def _commit_queued(self) -> None:
-        """Ingest every queued request in one transaction (group commit).
-
-        A commit costs an fsync, longer than ingesting a batch of messages, so requests that
-        arrive while one is being written wait and then go in together. One request's thread
-        at a time leads: it takes the whole queue (its own request included), commits it, and
-        hands the lead to the first request that queued meanwhile; the others only wait to be
-        woken with their answers, so no thread opens a transaction for a queue already taken.
-        A request refused (unknown job) writes nothing; a failed commit fails every request in it.
+        A commit costs an fsync, longer than ingesting a batch of messages, so the requests
+        that arrive while one transaction commits all go into the next (group commit). The
+        queue lives on the event loop: a request waits on a plain future, and one thread
+        hand-off per transaction (not per request) runs the blocking part.
         """
-        batch: list[_Request] = []
+        messages = body.get("workerMessages", [])
+        request = _Request(project_id, location, [_key(i, m) for i, m in enumerate(messages)], messages,
+                           asyncio.get_running_loop().create_future())
+        self._queue.append(request)
+        if not self._committing:
+            self._committing = True
+            asyncio.get_running_loop().create_task(self._commit_queued())
+        return await request.future
+
+    async def _commit_queued(self) -> None:
         try:
-            with self.store.write() as conn:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._ingest(conn, batch)
-        except Exception as error:  # noqa: BLE001 - rolled back; each waiter raises it
-            if not batch:  # the transaction never began: fail what it was for
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-            for request in batch:
-                request.error = error
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    await asyncio.to_thread(self._commit, batch)
+                except Exception as error:  # noqa: BLE001 - rolled back; each waiter raises it
+                    for request in batch:
+                        request.error = error
+                for request in batch:
+                    if request.future.done():  # its client went away
+                        continue
+                    if request.error is not None:
+                        request.future.set_exception(request.error)
+                    else:
+                        request.future.set_result(request.answer)
         finally:
-            with self._queue_lock:
-                successor = self._queue[0] if self._queue else None
-                self._leading = successor is not None
-            for request in batch:
-                request.done = True
-                request.wake.set()
-            if successor is not None:
-                successor.wake.set()
+            self._committing = False
+
+    def _commit(self, batch: list[_Request]) -> None:
+        """Ingest a batch in one transaction; a request refused (unknown job) writes nothing."""
+        with self.store.write() as conn:
+            self._ingest(conn, batch)
 
     def _ingest(self, conn: Connection, batch: list[_Request]) -> None:
         ingest = Ingest(wire.format_time(wire.now()), self.report_interval(), {})
