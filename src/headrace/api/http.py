@@ -54,6 +54,8 @@ class V1b3:
         self.services = services
         self.tokens = Tokens(services.config.auth_tokens)
         self.max_body = services.config.max_body_bytes
+        # Handlers that wait on the event loop; the others block, so they run in a thread.
+        self.awaitable = {h for h in HANDLERS.values() if asyncio.iscoroutinefunction(h)}
 
     async def __call__(self, scope, receive, send) -> None:
         headers: list[tuple[str, str]] = []
@@ -77,7 +79,8 @@ class V1b3:
     async def _handle(self, scope, receive) -> dict:
         raw_path = scope.get("raw_path") or scope["path"].encode()
         method, path_params = self.router.match(scope["method"], raw_path.decode("utf-8", "replace"))
-        query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        query_string = scope["query_string"]
+        query = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True) if query_string else []
         headers = dict(scope["headers"])
         # Auth before anything else about the request is looked at.
         authorization = headers.get(b"authorization")
@@ -91,7 +94,7 @@ class V1b3:
         if handler is None:
             raise ApiError("UNIMPLEMENTED", f"Method {method.id} is not implemented by Headrace yet.")
         call = Call(method, params, body, self.services)
-        if asyncio.iscoroutinefunction(handler):
+        if handler in self.awaitable:
             result = await handler(call)
         else:
             result = await run_in_threadpool(handler, call)

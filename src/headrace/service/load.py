@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-
 
 class Load:
+    """Requests in flight. Only the API's event loop thread counts them, so no lock; other
+    threads only read the number."""
+
     def __init__(self, busy_at: int):
         self.busy_at = busy_at
         self.in_flight = 0
-        self._lock = threading.Lock()
 
     def enter(self) -> None:
-        with self._lock:
-            self.in_flight += 1
+        self.in_flight += 1
 
     def leave(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
+        self.in_flight -= 1
 
     @property
     def busy(self) -> bool:
