@@ -22,7 +22,7 @@ from headrace.api.call import Call
 from headrace.api.codec import Codec
 from headrace.api.discovery import Discovery
 from headrace.api.routing import MethodNotAllowed, Router
-from headrace.errors import ApiError, invalid
+from headrace.errors import ApiError
 from headrace.service import Services
 
 log = logging.getLogger("headrace.api")
@@ -88,7 +88,7 @@ class V1b3:
                           dict(query).get("access_token"),
                           path_params.get("projectId") or path_params.get("projectsId"))
         raw = await self._read_body(headers.get(b"content-length", b""), receive)
-        body = self.codec.decode_body(_parse_json(raw) if raw.strip() else {}, method.request) if method.request else None
+        body = self.codec.decode_json(raw, method.request) if method.request else None
         params = self.codec.decode_params(method, path_params, query)
         handler = HANDLERS.get(method.key)
         if handler is None:
@@ -115,13 +115,6 @@ class V1b3:
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
-
-
-def _parse_json(raw: bytes):
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise invalid(f"Invalid JSON payload received. {error}.") from None
 
 
 def _too_large(size: int, limit: int) -> ApiError:
