@@ -6,11 +6,14 @@ import orjson
 from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Connection
 
+from headrace.store.bulk import Bulk
 from headrace.store.schema import autoscaling_events, job_messages
 
 # Importance is compared by rank, not by enum number (JOB_MESSAGE_BASIC is 5 on the wire).
 RANK = {"JOB_MESSAGE_IMPORTANCE_UNKNOWN": 0, "JOB_MESSAGE_DEBUG": 1, "JOB_MESSAGE_DETAILED": 2,
         "JOB_MESSAGE_BASIC": 3, "JOB_MESSAGE_WARNING": 4, "JOB_MESSAGE_ERROR": 5}
+
+_insert = Bulk(job_messages.insert(), ["job_id", "time", "rank", "body"])
 
 
 def insert_many(conn: Connection, job_id: str, messages: list[dict]) -> None:
@@ -18,10 +21,8 @@ def insert_many(conn: Connection, job_id: str, messages: list[dict]) -> None:
 
     Its id is the row's sequence number, added when it is read.
     """
-    if messages:
-        conn.execute(job_messages.insert(), [
-            {"job_id": job_id, "time": m["time"], "rank": RANK[m["messageImportance"]],
-             "body": orjson.dumps(m).decode()} for m in messages])
+    _insert.run(conn, [{"job_id": job_id, "time": m["time"], "rank": RANK[m["messageImportance"]],
+                        "body": orjson.dumps(m).decode()} for m in messages])
 
 
 def insert_event(conn: Connection, job_id: str, event: dict) -> None:

@@ -13,18 +13,19 @@ import orjson
 from sqlalchemy import and_, bindparam, select
 from sqlalchemy.engine import Connection
 
+from headrace.store.bulk import Bulk
 from headrace.store.schema import jobs, worker_samples, workers
 
 # States in which a worker is expected to keep reporting.
 ALIVE = ("HEALTHY", "UNHEALTHY")
 
 # The ingestion path's statements, built once: building a statement costs more than running it.
-_update = (workers.update()
-           .where(workers.c.job_id == bindparam("k_job"), workers.c.worker_id == bindparam("k_worker"))
-           .values(state=bindparam("state"), last_seen=bindparam("last_seen"),
-                   report_interval=bindparam("report_interval"), body=bindparam("body")))
-_insert = workers.insert()
-_insert_samples = worker_samples.insert()
+_COLUMNS = ["state", "last_seen", "report_interval", "body"]
+_update = Bulk(workers.update()
+               .where(workers.c.job_id == bindparam("k_job"), workers.c.worker_id == bindparam("k_worker"))
+               .values(**{c: bindparam(c) for c in _COLUMNS}), ["k_job", "k_worker", *_COLUMNS])
+_insert = Bulk(workers.insert(), ["job_id", "worker_id", *_COLUMNS])
+_insert_samples = Bulk(worker_samples.insert(), ["job_id", "worker_id", "time", "body"])
 _place = select(jobs.c.project_id, jobs.c.location).where(jobs.c.id == bindparam("job_id"))
 _load = select(workers.c.job_id, workers.c.worker_id, workers.c.body).where(
     workers.c.job_id.in_(bindparam("job_ids", expanding=True)),
@@ -67,15 +68,11 @@ def list_for_job(conn: Connection, job_id: str) -> list[dict]:
 
 
 def insert_many(conn: Connection, new: list[dict]) -> None:
-    if new:
-        conn.execute(_insert, [
-            {"job_id": w["jobId"], "worker_id": w["workerId"], **_columns(w)} for w in new])
+    _insert.run(conn, [{"job_id": w["jobId"], "worker_id": w["workerId"], **_columns(w)} for w in new])
 
 
 def save_many(conn: Connection, changed: list[dict]) -> None:
-    if changed:
-        conn.execute(_update, [{"k_job": w["jobId"], "k_worker": w["workerId"], **_columns(w)}
-                               for w in changed])
+    _update.run(conn, [{"k_job": w["jobId"], "k_worker": w["workerId"], **_columns(w)} for w in changed])
 
 
 def silent(conn: Connection, before: str) -> list[tuple[str, str, str, str, bool]]:
@@ -92,8 +89,7 @@ def silent(conn: Connection, before: str) -> list[tuple[str, str, str, str, bool
 
 def add_samples(conn: Connection, rows: list[dict]) -> None:
     """Rows of {job_id, worker_id, time, body} where body is one sample (see `samples`)."""
-    if rows:
-        conn.execute(worker_samples.insert(), rows)
+    _insert_samples.run(conn, rows)
 
 
 def samples(conn: Connection, job_id: str, worker_id: str, start: str | None = None,
