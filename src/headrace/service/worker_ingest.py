@@ -53,7 +53,7 @@ class Ingest:
         self.workers = known  # (job id, worker id) -> registry row body
         self.new: list[dict] = []
         self.changed: dict[tuple[str, str], dict] = {}
-        self.samples: list[dict] = []
+        self.samples: list[tuple] = []  # rows for store.workers.add_samples
         self.job_messages: dict[str, list[dict]] = {}
         self.releases: list[tuple[str, str, str]] = []
 
@@ -160,8 +160,7 @@ class Ingest:
             for sample in report.get(field, ()):
                 at = sample.get("timestamp") or time
                 body = {kind: sample, "container": container} if container else {kind: sample}
-                self.samples.append({"job_id": job_id, "worker_id": worker_id, "time": at,
-                                     "body": orjson.dumps(body).decode()})
+                self.samples.append((job_id, worker_id, at, orjson.dumps(body).decode()))
                 if last and container is None and _newer(worker.get(last), at, "timestamp"):
                     worker[last] = sample if "timestamp" in sample else sample | {"timestamp": at}
         for name, sub in report.get("containers", {}).items():

@@ -21,8 +21,8 @@ def insert_many(conn: Connection, job_id: str, messages: list[dict]) -> None:
 
     Its id is the row's sequence number, added when it is read.
     """
-    _insert.run(conn, [{"job_id": job_id, "time": m["time"], "rank": RANK[m["messageImportance"]],
-                        "body": orjson.dumps(m).decode()} for m in messages])
+    _insert.run(conn, [(job_id, m["time"], RANK[m["messageImportance"]], orjson.dumps(m).decode())
+                       for m in messages])
 
 
 def insert_event(conn: Connection, job_id: str, event: dict) -> None:

@@ -23,7 +23,7 @@ ALIVE = ("HEALTHY", "UNHEALTHY")
 _COLUMNS = ["state", "last_seen", "report_interval", "body"]
 _update = Bulk(workers.update()
                .where(workers.c.job_id == bindparam("k_job"), workers.c.worker_id == bindparam("k_worker"))
-               .values(**{c: bindparam(c) for c in _COLUMNS}), ["k_job", "k_worker", *_COLUMNS])
+               .values(**{c: bindparam(c) for c in _COLUMNS}), [*_COLUMNS, "k_job", "k_worker"])
 _insert = Bulk(workers.insert(), ["job_id", "worker_id", *_COLUMNS])
 _insert_samples = Bulk(worker_samples.insert(), ["job_id", "worker_id", "time", "body"])
 _place = select(jobs.c.project_id, jobs.c.location).where(jobs.c.id == bindparam("job_id"))
@@ -32,9 +32,8 @@ _load = select(workers.c.job_id, workers.c.worker_id, workers.c.body).where(
     workers.c.worker_id.in_(bindparam("worker_ids", expanding=True)))
 
 
-def _columns(worker: dict) -> dict:
-    return {"state": worker["state"], "last_seen": worker["lastSeen"],
-            "report_interval": worker.get("livenessInterval"), "body": orjson.dumps(worker).decode()}
+def _columns(worker: dict) -> tuple:
+    return worker["state"], worker["lastSeen"], worker.get("livenessInterval"), orjson.dumps(worker).decode()
 
 
 def job_place(conn: Connection, job_id: str) -> tuple[str, str] | None:
@@ -68,11 +67,11 @@ def list_for_job(conn: Connection, job_id: str) -> list[dict]:
 
 
 def insert_many(conn: Connection, new: list[dict]) -> None:
-    _insert.run(conn, [{"job_id": w["jobId"], "worker_id": w["workerId"], **_columns(w)} for w in new])
+    _insert.run(conn, [(w["jobId"], w["workerId"], *_columns(w)) for w in new])
 
 
 def save_many(conn: Connection, changed: list[dict]) -> None:
-    _update.run(conn, [{"k_job": w["jobId"], "k_worker": w["workerId"], **_columns(w)} for w in changed])
+    _update.run(conn, [(*_columns(w), w["jobId"], w["workerId"]) for w in changed])
 
 
 def silent(conn: Connection, before: str) -> list[tuple[str, str, str, str, bool]]:
@@ -87,8 +86,8 @@ def silent(conn: Connection, before: str) -> list[tuple[str, str, str, str, bool
     return [tuple(r) for r in rows]
 
 
-def add_samples(conn: Connection, rows: list[dict]) -> None:
-    """Rows of {job_id, worker_id, time, body} where body is one sample (see `samples`)."""
+def add_samples(conn: Connection, rows: list[tuple[str, str, str, str]]) -> None:
+    """Rows of (job_id, worker_id, time, body) where body is one sample as JSON (see `samples`)."""
     _insert_samples.run(conn, rows)
 
 
