@@ -50,7 +50,7 @@ class Workers:
     work_items: WorkItems
     load: Load
     _queue: list[_Request] = field(default_factory=list, init=False, repr=False)
-    _committing: bool = field(default=False, init=False, repr=False)
+    _committer: asyncio.Task | None = field(default=None, init=False, repr=False)  # while it runs
     # Where each job is: a job's project and location never change, so found ones are kept.
     _places: dict[str, tuple[str, str]] = field(default_factory=dict, init=False, repr=False)
 
@@ -73,9 +73,8 @@ class Workers:
         request = _Request(project_id, location, [_key(i, m) for i, m in enumerate(messages)], messages,
                            asyncio.get_running_loop().create_future())
         self._queue.append(request)
-        if not self._committing:
-            self._committing = True
-            asyncio.get_running_loop().create_task(self._commit_queued())
+        if self._committer is None:
+            self._committer = asyncio.get_running_loop().create_task(self._commit_queued())
         return await request.future
 
     async def _commit_queued(self) -> None:
@@ -95,7 +94,7 @@ class Workers:
                     else:
                         request.future.set_result(request.answer)
         finally:
-            self._committing = False
+            self._committer = None
 
     def _commit(self, batch: list[_Request]) -> None:
         """Ingest a batch in one transaction; a request refused (unknown job) writes nothing."""
