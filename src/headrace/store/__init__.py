@@ -65,6 +65,20 @@ class Store:
             yield conn
 
     @contextmanager
+    def write_if_free(self) -> Iterator[Connection | None]:
+        """A write transaction as `write` gives, or None at once where that could wait: on
+        PostgreSQL (a network round trip, another process's lock) or while another thread
+        writes. For a caller that must not block for long, like the event loop."""
+        if self._shared_lock is not None or not self._write_lock.acquire(blocking=False):
+            yield None
+            return
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        finally:
+            self._write_lock.release()
+
+    @contextmanager
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             yield conn
