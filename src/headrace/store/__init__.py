@@ -64,19 +64,19 @@ class Store:
                 conn.execute(self._shared_lock)
             yield conn
 
-    @contextmanager
-    def write_if_free(self) -> Iterator[Connection | None]:
-        """A write transaction as `write` gives, or None at once where that could wait: on
-        PostgreSQL (a network round trip, another process's lock) or while another thread
-        writes. For a caller that must not block for long, like the event loop."""
+    def begin_if_free(self) -> OpenWrite | None:
+        """A write transaction begun without waiting, for a caller that must not block for
+        long (the event loop); None where beginning could wait: on PostgreSQL (a network
+        round trip, another process's lock) or while another thread writes. The caller ends
+        it with `commit` or `rollback`, from any thread."""
         if self._shared_lock is not None or not self._write_lock.acquire(blocking=False):
-            yield None
-            return
+            return None
         try:
-            with self.engine.begin() as conn:
-                yield conn
-        finally:
+            conn = self.engine.connect()
+        except BaseException:
             self._write_lock.release()
+            raise
+        return OpenWrite(conn, conn.begin(), self._write_lock)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -85,6 +85,31 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+class OpenWrite:
+    """A transaction from `Store.begin_if_free`; ending it frees the store for other writers."""
+
+    def __init__(self, conn: Connection, transaction, lock: threading.Lock):
+        self.conn, self._transaction, self._lock = conn, transaction, lock
+
+    def commit(self) -> None:
+        try:
+            self._transaction.commit()
+        finally:
+            self._end()
+
+    def rollback(self) -> None:
+        try:
+            self._transaction.rollback()
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        try:
+            self.conn.close()
+        finally:
+            self._lock.release()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
