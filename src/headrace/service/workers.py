@@ -69,7 +69,7 @@ class Workers:
         queue lives on the event loop: a request waits on a plain future. When the store can
         begin a transaction at once (SQLite, no other writer), the messages are ingested right
         on the loop and only the commit, an fsync that holds no lock on Python, goes to a
-        thread: measured side by side, handing the whole transaction to a thread cost 25% more
+        thread: measured side by side, handing the whole transaction to a thread cost a third more
         server CPU per single-message request. Otherwise the transaction runs in a thread, so
         the loop never waits on another writer or on the network.
         """
