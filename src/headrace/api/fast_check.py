@@ -66,7 +66,7 @@ _ANY = Union[tuple(t for t in get_args(_ANY_ITEM) if t is not type(None))]
 
 
 def _scalar(schema: dict):
-    """Mirrors codec._compile_scalar, admitting only values it returns unchanged."""
+    """Mirrors scalars.compile_scalar, admitting only values it returns unchanged."""
     kind, fmt = schema.get("type"), schema.get("format")
     if "enum" in schema:
         return Literal[tuple(schema["enum"])]
