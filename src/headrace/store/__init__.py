@@ -71,12 +71,15 @@ class Store:
         it with `commit` or `rollback`, from any thread."""
         if self._shared_lock is not None or not self._write_lock.acquire(blocking=False):
             return None
+        conn = None
         try:
             conn = self.engine.connect()
+            return OpenWrite(conn, conn.begin(), self._write_lock)
         except BaseException:
+            if conn is not None:
+                conn.close()
             self._write_lock.release()
             raise
-        return OpenWrite(conn, conn.begin(), self._write_lock)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
