@@ -83,10 +83,9 @@ def _writer(url: str, project: str, n: int, ledger: Ledger, stop: threading.Even
                 return  # the server is gone: whatever was in flight was never acknowledged
 
 
-def test_acknowledged_writes_survive_kill_9(tmp_path):
-    project = f"dur-{uuid.uuid4().hex[:8]}"
-    data = tmp_path / "data"
-    server = start_server(data)
+def write_until_killed(server, project: str) -> Ledger:
+    """WRITERS threads write to the server until it gets SIGKILL mid-stream, with requests still
+    in flight; returns what it acknowledged."""
     ledger, stop = Ledger(), threading.Event()
     threads = [threading.Thread(target=_writer, args=(server.url, project, n, ledger, stop), daemon=True)
                for n in range(WRITERS)]
@@ -96,7 +95,6 @@ def test_acknowledged_writes_survive_kill_9(tmp_path):
         deadline = time.monotonic() + 120
         while ledger.count() < ACKED_BEFORE_KILL and time.monotonic() < deadline and not ledger.refusals:
             time.sleep(0.01)
-        # Killed mid-stream: the writers still have requests in flight.
         server.process.send_signal(signal.SIGKILL)
         server.process.wait()
     finally:
@@ -107,6 +105,13 @@ def test_acknowledged_writes_survive_kill_9(tmp_path):
     assert not ledger.refusals, ledger.refusals[:3]
     assert ledger.count() >= ACKED_BEFORE_KILL, "the writers were too slow to reach the kill"
     assert ledger.labels and ledger.reports and ledger.cancelled
+    return ledger
+
+
+def test_acknowledged_writes_survive_kill_9(tmp_path):
+    project = f"dur-{uuid.uuid4().hex[:8]}"
+    data = tmp_path / "data"
+    ledger = write_until_killed(start_server(data), project)
 
     restarted = start_server(data)
     try:

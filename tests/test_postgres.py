@@ -14,11 +14,9 @@ import glob
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
-import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +31,7 @@ from headrace.store import Store
 from headrace.store import workers as worker_rows
 from headrace.store.migrations import MIGRATIONS
 from tests.conftest import discovery_client, free_port, start_server
-from tests.test_durability import ACKED_BEFORE_KILL, WRITERS, Ledger, _all_jobs, _messages, _writer
+from tests.test_durability import _all_jobs, _messages, write_until_killed
 from tests.test_metrics import Worker, get_metrics, user
 from tests.test_snapshots import running_job, take, wait_for_state
 from tests.test_work_items import (create_job, error_of, get_job, lease, lease_one, messages, report,
@@ -411,26 +409,7 @@ def test_acknowledged_writes_survive_kill_9(postgres, tmp_path):
     plain = postgres.database()
     url = make_url(plain).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     project = f"dur-{uuid.uuid4().hex[:8]}"
-    server = start_server(tmp_path / "data", "--database-url", url)
-    ledger, stop = Ledger(), threading.Event()
-    threads = [threading.Thread(target=_writer, args=(server.url, project, n, ledger, stop), daemon=True)
-               for n in range(WRITERS)]
-    try:
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 120
-        while ledger.count() < ACKED_BEFORE_KILL and time.monotonic() < deadline and not ledger.refusals:
-            time.sleep(0.01)
-        server.process.send_signal(signal.SIGKILL)  # mid-stream: the writers have requests in flight
-        server.process.wait()
-    finally:
-        stop.set()
-        server.stop()
-    for t in threads:
-        t.join(timeout=30)
-    assert not ledger.refusals, ledger.refusals[:3]
-    assert ledger.count() >= ACKED_BEFORE_KILL, "the writers were too slow to reach the kill"
-    assert ledger.labels and ledger.reports and ledger.cancelled
+    ledger = write_until_killed(start_server(tmp_path / "data", "--database-url", url), project)
 
     restarted = start_server(tmp_path / "data", "--database-url", url)
     try:
