@@ -16,6 +16,7 @@ import pytest
 from googleapiclient.errors import HttpError
 
 from headrace.config import Config
+from headrace.service.workers import LOOP_MESSAGES
 from headrace.store import Store
 from headrace.store import workers as worker_rows
 from tests.conftest import discovery_client, start_server
@@ -220,6 +221,23 @@ def test_concurrent_requests_succeed_or_fail_on_their_own(server, df, project, r
     assert set(registry.workers(job["id"])) == {f"w-{i}" for i in range(24) if i % 3}
     started = [t for _, t in job_log(df, project, job["id"]) if t.endswith("harness started")]
     assert len(started) == 16 * 20
+
+
+def test_a_request_too_large_for_the_event_loop_is_ingested_whole(df, project, registry):
+    """Past LOOP_MESSAGES a group is ingested in a thread instead of on the event loop: the
+    same answers and the same registry."""
+    job = create_job(df, project)
+    count = LOOP_MESSAGES + 1
+    messages = [msg(job["id"], f"w-{i % 50}", i, workerHealthReport={"vmIsHealthy": True},
+                    workerMetrics={"cpuTime": [{"timestamp": at(i), "rate": 0.5, "totalMs": str(i)}]})
+                for i in range(count)]
+    answers = send(df, project, messages)["workerMessageResponses"]
+    assert len(answers) == count
+    assert all(a["workerHealthReportResponse"]["reportInterval"] == "10s" for a in answers)
+    workers = registry.workers(job["id"])
+    assert set(workers) == {f"w-{i}" for i in range(50)}
+    assert workers["w-49"]["lastHealthReport"]["time"] == at(count - 2)  # 5000 is w-0's
+    assert len(registry.samples(job["id"], "w-7")) == len(range(7, count, 50))
 
 
 # ---- the registry ----------------------------------------------------------------------------
