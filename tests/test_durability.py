@@ -108,6 +108,26 @@ def write_until_killed(server, project: str) -> Ledger:
     return ledger
 
 
+def check_acknowledged(client: httpx.Client, base: str, ledger: Ledger) -> list[str]:
+    """Every write the ledger says was acknowledged is in the restarted server; returns the ids
+    of every job it lists."""
+    for job_id, name in ledger.jobs.items():
+        response = client.get(f"{base}/{job_id}", params={"view": "JOB_VIEW_ALL"})
+        assert response.status_code == 200, f"acknowledged job {job_id} lost: {response.text}"
+        job = response.json()
+        assert job["name"] == name
+        # A later update may have committed without its answer arriving; never an earlier one.
+        assert int(job["labels"]["v"]) >= ledger.labels.get(job_id, 0), job
+        if job_id in ledger.cancelled:
+            assert job["currentState"] in ("JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED"), job
+        if job_id in ledger.reports:
+            texts = [m["messageText"] for m in _messages(client, base, job_id)]
+            assert any(ledger.reports[job_id] in t for t in texts), (job_id, texts)
+    listed = _all_jobs(client, base)
+    assert set(ledger.jobs) <= set(listed)
+    return listed
+
+
 def test_acknowledged_writes_survive_kill_9(tmp_path):
     project = f"dur-{uuid.uuid4().hex[:8]}"
     data = tmp_path / "data"
@@ -117,21 +137,8 @@ def test_acknowledged_writes_survive_kill_9(tmp_path):
     try:
         with httpx.Client(base_url=restarted.url, timeout=30) as client:
             base = f"/v1b3/projects/{project}/locations/{REGION}/jobs"
-            for job_id, name in ledger.jobs.items():
-                response = client.get(f"{base}/{job_id}", params={"view": "JOB_VIEW_ALL"})
-                assert response.status_code == 200, f"acknowledged job {job_id} lost: {response.text}"
-                job = response.json()
-                assert job["name"] == name
-                # A later update may have committed without its answer arriving; never an earlier one.
-                assert int(job["labels"]["v"]) >= ledger.labels.get(job_id, 0), job
-                if job_id in ledger.cancelled:
-                    assert job["currentState"] in ("JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED"), job
-                if job_id in ledger.reports:
-                    texts = [m["messageText"] for m in _messages(client, base, job_id)]
-                    assert any(ledger.reports[job_id] in t for t in texts), (job_id, texts)
+            listed = check_acknowledged(client, base, ledger)
             # Every job that exists, acknowledged or not, was written whole: with its message.
-            listed = _all_jobs(client, base)
-            assert set(ledger.jobs) <= set(listed)
             for job_id in listed:
                 texts = [m["messageText"] for m in _messages(client, base, job_id)]
                 assert any("created" in t for t in texts), (job_id, texts)

@@ -31,7 +31,7 @@ from headrace.store import Store
 from headrace.store import workers as worker_rows
 from headrace.store.migrations import MIGRATIONS
 from tests.conftest import discovery_client, free_port, start_server
-from tests.test_durability import _all_jobs, _messages, write_until_killed
+from tests.test_durability import check_acknowledged, write_until_killed
 from tests.test_metrics import Worker, get_metrics, user
 from tests.test_snapshots import running_job, take, wait_for_state
 from tests.test_work_items import (create_job, error_of, get_job, lease, lease_one, messages, report,
@@ -414,19 +414,7 @@ def test_acknowledged_writes_survive_kill_9(postgres, tmp_path):
     restarted = start_server(tmp_path / "data", "--database-url", url)
     try:
         with httpx.Client(base_url=restarted.url, timeout=30) as client:
-            base = f"/v1b3/projects/{project}/locations/{REGION}/jobs"
-            for job_id, name in ledger.jobs.items():
-                response = client.get(f"{base}/{job_id}", params={"view": "JOB_VIEW_ALL"})
-                assert response.status_code == 200, f"acknowledged job {job_id} lost: {response.text}"
-                job = response.json()
-                assert job["name"] == name and int(job["labels"]["v"]) >= ledger.labels.get(job_id, 0), job
-                if job_id in ledger.cancelled:
-                    assert job["currentState"] in ("JOB_STATE_CANCELLING", "JOB_STATE_CANCELLED"), job
-                if job_id in ledger.reports:
-                    texts = [m["messageText"] for m in _messages(client, base, job_id)]
-                    assert any(ledger.reports[job_id] in t for t in texts), (job_id, texts)
-            listed = _all_jobs(client, base)
-            assert set(ledger.jobs) <= set(listed)
+            check_acknowledged(client, f"/v1b3/projects/{project}/locations/{REGION}/jobs", ledger)
     finally:
         restarted.stop()
     # Whole transactions: no work item and no message without its job, no job without its message.
