@@ -38,6 +38,13 @@ _PYTHON = re.compile(r"^--- Thread #\d+ name: (.*?) (?:and other (\d+) threads)?
 _JAVA_THREAD = re.compile(r"Thread\[([^\]]*)\]")
 
 
+def _worker_id(body: dict, which: str) -> str:
+    worker_id = body.get("workerId")
+    if not worker_id:
+        raise invalid(f"workerId is required: name {which}.")
+    return worker_id
+
+
 @dataclass
 class Debug:
     config: Config
@@ -46,9 +53,7 @@ class Debug:
     workers: Workers
 
     def get_config(self, project_id: str, location: str, job_id: str, body: dict) -> dict:
-        worker_id = body.get("workerId")
-        if not worker_id:
-            raise invalid("workerId is required: name the worker (VM hostname) asking for its config.")
+        worker_id = _worker_id(body, "the worker (VM hostname) asking for its config")
         with self.store.read() as conn:
             self.jobs.load(conn, project_id, location, job_id)
             self.workers.known(conn, job_id, worker_id)
@@ -59,9 +64,7 @@ class Debug:
         return {"config": orjson.dumps(config).decode()}
 
     def send_capture(self, project_id: str, location: str, job_id: str, body: dict) -> dict:
-        worker_id = body.get("workerId")
-        if not worker_id:
-            raise invalid("workerId is required: name the worker (VM hostname) the capture comes from.")
+        worker_id = _worker_id(body, "the worker (VM hostname) the capture comes from")
         data_format = body.get("dataFormat", "DATA_FORMAT_UNSPECIFIED")
         data = body.get("data", "")
         text = _decode(data_format, data)
@@ -77,9 +80,7 @@ class Debug:
         return {}
 
     def stacktraces(self, project_id: str, location: str, job_id: str, body: dict) -> dict:
-        worker_id = body.get("workerId")
-        if not worker_id:
-            raise invalid("workerId is required: name the worker whose stack traces you want.")
+        worker_id = _worker_id(body, "the worker whose stack traces you want")
         with self.store.read() as conn:
             self.jobs.load(conn, project_id, location, job_id)
             self.workers.known(conn, job_id, worker_id)
