@@ -27,10 +27,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import orjson
 import psutil
 import uvicorn
@@ -39,7 +37,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bench.worker_messages import PER_REQUEST, Fleet, Phase, Target, Worker, _rate, run_phase
-from tests.conftest import Server, free_port
+from tests.conftest import Server, free_port, wait_healthy
 
 PHASES = ("healthz", "single", "batch")
 
@@ -120,15 +118,7 @@ def start_floor(data_dir: Path, fleet_from: Target) -> Target:
     process = subprocess.Popen([sys.executable, "-m", "bench.floor", "--serve", str(port), str(data_dir / "floor.db")],
                                stdout=log.open("ab"), stderr=subprocess.STDOUT)
     url = f"http://localhost:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    else:
-        process.kill()
-        raise RuntimeError(f"floor did not start:\n{log.read_text()}")
+    wait_healthy(process, url, log)
     # The same workers' streams (the floor knows no jobs; the ids are only labels to it).
     return Target("floor", data_dir, Server(url, data_dir, process, log), Fleet(
         [Worker(w.labels["JOB_ID"], w.labels["WORKER_ID"], w.start) for w in fleet_from.fleet.workers]))

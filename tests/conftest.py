@@ -59,6 +59,12 @@ def start_server(data_dir: Path, *args: str, env: dict | None = None, port: int 
         [sys.executable, "-m", "headrace", "serve", "--port", str(port), "--data-dir", str(data_dir), *args],
         env=full_env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     url = f"http://localhost:{port}"
+    wait_healthy(process, url, log)
+    return Server(url, data_dir, process, log)
+
+
+def wait_healthy(process: subprocess.Popen, url: str, log: Path) -> None:
+    """Until `url`/healthz answers 200; the server's log in the error if it never does."""
     # Generous: on a loaded 2-core machine (pipelines of other tests running) imports are slow.
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -66,7 +72,7 @@ def start_server(data_dir: Path, *args: str, env: dict | None = None, port: int 
             raise RuntimeError(f"server exited early:\n{log.read_text()}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return Server(url, data_dir, process, log)
+                return
         except httpx.TransportError:
             time.sleep(0.05)
     process.kill()
