@@ -63,6 +63,17 @@ def start_server(data_dir: Path, *args: str, env: dict | None = None, port: int 
     return Server(url, data_dir, process, log)
 
 
+def wait_for(probe, what: str, timeout: float = 20):
+    """probe()'s first truthy value, polled until `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def wait_healthy(process: subprocess.Popen, url: str, log: Path) -> None:
     """Until `url`/healthz answers 200; the server's log in the error if it never does."""
     # Generous: on a loaded 2-core machine (pipelines of other tests running) imports are slow.

@@ -19,6 +19,7 @@ import pytest
 
 from headrace.execution import CANCELLED, DONE, FAILED, Task
 from headrace.execution.local import LocalBackend
+from tests.conftest import wait_for
 from tests.wheels import build_wheel
 
 REGION = "us-central1"
@@ -247,16 +248,6 @@ def test_cancel_stops_the_pipeline_and_its_processes(server, df, check, project,
     assert pid_gone(sdk_worker)
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_pipeline_dies_with_the_worker_that_started_it(server, df, check, project, tmp_path, env_cache):
     """A worker killed with kill -9 cannot cancel; its executor notices and takes its whole
     process group down, so the work item's next holder does not race a ghost."""
@@ -280,10 +271,10 @@ def test_pipeline_dies_with_the_worker_that_started_it(server, df, check, projec
     """)], stdout=subprocess.PIPE, text=True)
     try:
         pgid = int(worker.stdout.readline())
-        sdk_worker = int(wait_for(lambda: marker.exists() and marker.read_text(), 120, "the DoFn to start"))
+        sdk_worker = int(wait_for(lambda: marker.exists() and marker.read_text(), "the DoFn to start", 120))
         worker.kill()
         worker.wait()
-        wait_for(lambda: group_gone(pgid) and pid_gone(sdk_worker), 5, "the executor's process group to die")
+        wait_for(lambda: group_gone(pgid) and pid_gone(sdk_worker), "the executor's process group to die", 5)
     finally:
         worker.kill()
         worker.wait()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from googleapiclient.errors import HttpError
 
-from tests.conftest import discovery_client, start_server
+from tests.conftest import discovery_client, start_server, wait_for
 
 REGION = "us-central1"
 
@@ -56,16 +56,6 @@ def messages(df, project, job_id, location=REGION):
 
 def error_of(excinfo):
     return json.loads(excinfo.value.content)["error"]
-
-
-def wait_for(probe, what: str, timeout: float = 15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def stage_states(job):

@@ -9,7 +9,6 @@ way the execution-details and console code do (store/workers.py), next to what t
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -19,7 +18,7 @@ from headrace.config import Config
 from headrace.service.workers import LOOP_MESSAGES
 from headrace.store import Store
 from headrace.store import workers as worker_rows
-from tests.conftest import discovery_client, start_server
+from tests.conftest import discovery_client, start_server, wait_for
 
 REGION = "us-central1"
 BASE = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -60,16 +59,6 @@ def lease(df, project, job_id, worker):
 
 def error_of(excinfo) -> dict:
     return json.loads(excinfo.value.content)["error"]
-
-
-def wait_for(probe, what: str, seconds: float = 20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Registry:
